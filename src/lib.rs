@@ -23,3 +23,9 @@ pub mod tensor;
 pub use error::{Error, Result};
 pub use geometry::{Axis, Conv2dGeometry, Conv2dParams, Padding, Pool2dGeometry, Pool2dParams};
 pub use tensor::{Tensor, TensorView, TensorViewMut};
+pub mod gemm;
+pub mod parallel;
+pub mod simd;
+
+pub use parallel::Parallelism;
+pub use simd::SimdLevel;

@@ -10,12 +10,14 @@
 pub mod activation;
 pub mod conv;
 pub mod dense;
+pub mod gemm;
 pub mod loss;
 pub mod pool;
 
 pub use activation::*;
 pub use conv::*;
 pub use dense::*;
+pub use gemm::gemm;
 pub use loss::*;
 pub use pool::*;
 

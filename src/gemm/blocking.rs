@@ -1,0 +1,36 @@
+//! Block sizes, one set per micro-kernel. Each constant names the loop it cuts and the cache
+//! level its packed block is sized for. Only `kc` affects results (the k-blocking fixes the
+//! summation order); the others only move data and may be tuned freely.
+
+/// Tile and cache-block sizes of one micro-kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blocking {
+    /// Rows of the register tile (the vector dimension: C's contiguous dimension).
+    pub mr: usize,
+    /// Columns of the register tile (broadcast operand).
+    pub nr: usize,
+    /// Loop 4 (k): depth of a packed block. A `kc × nr` sliver of packed B stays in L1 while
+    /// the micro-kernel streams `mr × kc` slivers of A past it.
+    pub kc: usize,
+    /// Loop 3 (m): rows of the packed `mc × kc` block of A, sized to stay in L2.
+    pub mc: usize,
+    /// Loop 5 (n): columns of the packed `kc × nc` panel of B, sized for the shared L3.
+    pub nc: usize,
+}
+
+/// AVX-512F: 32×8 tile (2 zmm × 8 columns = 16 accumulators). `nr = 8` divides the channel
+/// counts of real layers, so im2col shapes waste no tile columns.
+pub(crate) const AVX512: Blocking = Blocking { mr: 32, nr: 8, kc: 256, mc: 128, nc: 4096 };
+
+/// AVX2+FMA: 16×6 tile (2 ymm × 6 columns = 12 accumulators, 15 of the 16 ymm registers).
+/// kc = 256: the B sliver is 6 KiB of the 32 KiB L1; mc = 144: the A block is 144 KiB of a
+/// 512 KiB L2; nc = 4080 (a multiple of 6 and 16): the B panel is 4 MiB of L3.
+pub(crate) const AVX2: Blocking = Blocking { mr: 16, nr: 6, kc: 256, mc: 144, nc: 4080 };
+
+/// Portable `wide` f32x8: 8×4 tile (4 accumulators of 8 lanes), small enough for 16
+/// 128-bit registers when f32x8 is two SSE or NEON halves.
+pub(crate) const PORTABLE: Blocking = Blocking { mr: 8, nr: 4, kc: 256, mc: 128, nc: 2048 };
+
+/// Largest `mr` and `nr` of any kernel (scratch tiles are sized by these).
+pub(crate) const MAX_MR: usize = 32;
+pub(crate) const MAX_NR: usize = 8;

@@ -1,0 +1,272 @@
+//! The five loops around the micro-kernel, the scratch tile for ragged edges, and the split
+//! of C among threads.
+
+use super::blocking::{MAX_MR, MAX_NR};
+use super::kernels::{KernelSpec, TileArgs};
+use super::pack::{pack_block, pack_sliver, with_buffers, Operand, PackBuffers};
+use super::{Bias, GemmParams, MatMut, MatRef};
+use crate::parallel::for_each_part;
+use std::ops::Range;
+
+/// C as a raw pointer with strides, shared by the threads that write disjoint parts of it.
+#[derive(Clone, Copy)]
+struct CPtr {
+    ptr: *mut f32,
+    rs: usize,
+    cs: usize,
+}
+
+// SAFETY: threads receive disjoint sets of C's elements (one rectangle of tiles each), and a
+// validated MatMut maps distinct elements to distinct cells, so no cell is touched by two
+// threads; the pointer outlives the parallel section, which borrows the MatMut.
+unsafe impl Send for CPtr {}
+// SAFETY: as above: shared only to hand each thread its own disjoint rectangle.
+unsafe impl Sync for CPtr {}
+
+/// The problem in canonical orientation: C's contiguous dimension (if any) is m.
+struct Problem<'a> {
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Operand<'a>,
+    b: Operand<'a>,
+    c: CPtr,
+    alpha: f32,
+    beta: f32,
+    row_bias: Option<&'a [f32]>,
+    col_bias: Option<&'a [f32]>,
+    relu: bool,
+}
+
+fn operand<'a>(x: &MatRef<'a>) -> Operand<'a> {
+    Operand { data: x.data, rs: x.rs, cs: x.cs }
+}
+
+pub(super) fn run(spec: &KernelSpec, a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, p: &GemmParams<'_>) {
+    let (m, n, k) = (c.rows, c.cols, a.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (row_bias, col_bias) = match p.epilogue.bias {
+        Bias::None => (None, None),
+        Bias::PerRow(v) => (Some(v), None),
+        Bias::PerCol(v) => (None, Some(v)),
+    };
+    let cptr = CPtr { ptr: c.data.as_mut_ptr(), rs: c.rs, cs: c.cs };
+    let common = |m, n, a, b, c, row_bias, col_bias| Problem {
+        m,
+        n,
+        k,
+        a,
+        b,
+        c,
+        alpha: p.alpha,
+        beta: p.beta,
+        row_bias,
+        col_bias,
+        relu: p.epilogue.relu,
+    };
+    // Micro-kernels vectorise along m and want C contiguous there. A C contiguous along n
+    // is handled as the transposed problem Cᵀ = Bᵀ·Aᵀ (views only, nothing moves).
+    let prob = if c.rs != 1 && c.cs == 1 {
+        let ct = CPtr { ptr: cptr.ptr, rs: c.cs, cs: c.rs };
+        common(n, m, operand(&b.t()), operand(&a.t()), ct, col_bias, row_bias)
+    } else {
+        common(m, n, operand(&a), operand(&b), cptr, row_bias, col_bias)
+    };
+    let bl = spec.blocking;
+    let parts = p.parallelism.threads_for(super::flops(m, n, k));
+    let (pm, pn) = split(parts, prob.m.div_ceil(bl.mr), prob.n.div_ceil(bl.nr));
+    let rows = ranges(prob.m, bl.mr, pm);
+    let cols = ranges(prob.n, bl.nr, pn);
+    for_each_part(pm * pn, |part| {
+        with_buffers(|bufs| run_part(spec, &prob, rows[part / pn].clone(), cols[part % pn].clone(), bufs));
+    });
+}
+
+/// Splits `parts` threads into a `pm × pn` grid over `tm × tn` tiles, minimising the
+/// largest per-thread tile count (ties: more parts along n, whose B panels are private).
+fn split(parts: usize, tm: usize, tn: usize) -> (usize, usize) {
+    let parts = parts.clamp(1, (tm * tn).max(1));
+    (1..=parts)
+        .filter(|&pm| parts.is_multiple_of(pm))
+        .map(|pm| (pm, parts / pm))
+        .min_by_key(|&(pm, pn)| (tm.div_ceil(pm) * tn.div_ceil(pn), pm))
+        .unwrap_or((1, 1))
+}
+
+/// `len` split into `parts` ranges whose boundaries fall on multiples of `tile`.
+fn ranges(len: usize, tile: usize, parts: usize) -> Vec<Range<usize>> {
+    let tiles = len.div_ceil(tile);
+    (0..parts)
+        .map(|i| {
+            let (t0, t1) = (tiles * i / parts, tiles * (i + 1) / parts);
+            (t0 * tile).min(len)..(t1 * tile).min(len)
+        })
+        .collect()
+}
+
+#[repr(align(64))]
+struct ScratchTile([f32; MAX_MR * MAX_NR]);
+
+/// The sequential blocked algorithm on one rectangle `rows × cols` of C.
+fn run_part(spec: &KernelSpec, pr: &Problem<'_>, rows: Range<usize>, cols: Range<usize>, bufs: &mut PackBuffers) {
+    let bl = spec.blocking;
+    let (mr, nr) = (bl.mr, bl.nr);
+    // A is read in place, unpacked, when its slivers are contiguous and each would be used
+    // for too few B slivers to repay the copy (small n, as in im2col with few filters).
+    let direct_a = pr.a.rs == 1 && cols.len() <= 4 * nr;
+    let mut scratch = ScratchTile([0.0; MAX_MR * MAX_NR]);
+    let mut bias_r = [0.0f32; MAX_MR];
+    let mut bias_c = [0.0f32; MAX_NR];
+
+    // Loop 5 (n): NC-wide panels of B and C. Distinct panels touch distinct C columns, but
+    // this rectangle already belongs to one thread, so it runs sequentially.
+    for jc in cols.clone().step_by(bl.nc) {
+        let nc = bl.nc.min(cols.end - jc);
+        // Loop 4 (k): KC-deep blocks. Never parallel: every iteration updates the same C
+        // block, and a fixed block order keeps results bitwise reproducible. k = 0 still runs
+        // once so that C ← β·C + bias is applied.
+        let mut pc = 0;
+        loop {
+            let kc = bl.kc.min(pr.k - pc);
+            let last = pc + kc >= pr.k;
+            let bpack = bufs.b.get(nc.div_ceil(nr) * nr * kc.max(1));
+            pack_block(bpack, Operand { data: pr.b.data, rs: pr.b.cs, cs: pr.b.rs }, jc, nc, pc, kc, nr);
+            let args = TileArgs {
+                alpha: pr.alpha,
+                beta: if pc == 0 { pr.beta } else { 1.0 },
+                row_bias: std::ptr::null(),
+                col_bias: std::ptr::null(),
+                relu: last && pr.relu,
+            };
+            // Loop 3 (m): MC-tall blocks of A, packed into L2-sized slivers.
+            for ic in rows.clone().step_by(bl.mc) {
+                let mc = bl.mc.min(rows.end - ic);
+                let apack = bufs.a.get(mc.div_ceil(mr) * mr * kc.max(1));
+                if direct_a {
+                    // Only a ragged last sliver needs a copy (kernels read whole slivers).
+                    let full = mc / mr * mr;
+                    if full < mc {
+                        pack_sliver(apack, pr.a, ic + full, mc - full, pc, kc, mr);
+                    }
+                } else {
+                    pack_block(apack, pr.a, ic, mc, pc, kc, mr);
+                }
+                // Loop 2 (n): NR-wide slivers of packed B; the sliver stays in L1.
+                for jr in (0..nc).step_by(nr) {
+                    let ncols = nr.min(nc - jr);
+                    let bsl = &bpack[jr * kc..];
+                    // Loop 1 (m): MR-tall slivers of A streaming past it.
+                    for ir in (0..mc).step_by(mr) {
+                        let nrows = mr.min(mc - ir);
+                        let (i, j) = (ic + ir, jc + jr);
+                        let (a_ptr, a_step) = if direct_a && nrows == mr {
+                            (pr.a.data[i + pc * pr.a.cs..].as_ptr(), pr.a.cs)
+                        } else if direct_a {
+                            (apack.as_ptr(), mr)
+                        } else {
+                            (apack[ir * kc..].as_ptr(), mr)
+                        };
+                        let mut t = TileArgs { ..args };
+                        if last {
+                            if let Some(v) = pr.row_bias {
+                                t.row_bias = padded(&mut bias_r[..mr], &v[i..], nrows);
+                            }
+                            if let Some(v) = pr.col_bias {
+                                t.col_bias = padded(&mut bias_c[..nr], &v[j..], ncols);
+                            }
+                        }
+                        // SAFETY: a_ptr reads kc steps of a_step within a packed sliver or, for
+                        // a direct A, rows i..i+mr (all < m) of columns pc..pc+kc of A's
+                        // validated extent; bsl holds kc·nr packed floats; biases were padded
+                        // to mr / nr; the C tile is either whole and inside C (rows i..i+mr <
+                        // m with rs = 1, columns j..j+nr < n), or the scratch tile.
+                        unsafe {
+                            if nrows == mr && ncols == nr && pr.c.rs == 1 {
+                                let c = pr.c.ptr.add(i + j * pr.c.cs);
+                                (spec.func)(kc, a_ptr, a_step, bsl.as_ptr(), c, pr.c.cs, &t);
+                            } else {
+                                let s = scratch.0.as_mut_ptr();
+                                if t.beta != 0.0 {
+                                    copy_tile(
+                                        pr.c.ptr.add(i * pr.c.rs + j * pr.c.cs),
+                                        pr.c.rs,
+                                        pr.c.cs,
+                                        s,
+                                        1,
+                                        mr,
+                                        nrows,
+                                        ncols,
+                                    );
+                                }
+                                (spec.func)(kc, a_ptr, a_step, bsl.as_ptr(), s, mr, &t);
+                                copy_tile(
+                                    s,
+                                    1,
+                                    mr,
+                                    pr.c.ptr.add(i * pr.c.rs + j * pr.c.cs),
+                                    pr.c.rs,
+                                    pr.c.cs,
+                                    nrows,
+                                    ncols,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            pc += kc;
+            if pc >= pr.k {
+                break;
+            }
+        }
+    }
+}
+
+/// Copies `valid` values of `src` into `buf`, zero-pads the rest, returns `buf`'s pointer.
+fn padded(buf: &mut [f32], src: &[f32], valid: usize) -> *const f32 {
+    buf[..valid].copy_from_slice(&src[..valid]);
+    buf[valid..].fill(0.0);
+    buf.as_ptr()
+}
+
+/// Copies a `rows × cols` tile between two strided locations.
+///
+/// # Safety
+/// Both locations must be valid for the tile under their strides, and must not overlap.
+#[allow(clippy::too_many_arguments)]
+unsafe fn copy_tile(
+    src: *const f32,
+    src_rs: usize,
+    src_cs: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    dst_cs: usize,
+    rows: usize,
+    cols: usize,
+) {
+    for j in 0..cols {
+        for i in 0..rows {
+            // SAFETY: (i, j) lies inside both tiles, which the caller vouches for.
+            unsafe { *dst.add(i * dst_rs + j * dst_cs) = *src.add(i * src_rs + j * src_cs) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_prefers_balanced_grids() {
+        assert_eq!(split(1, 10, 10), (1, 1));
+        assert_eq!(split(2, 196, 11), (2, 1));
+        assert_eq!(split(2, 4, 500), (1, 2));
+        assert_eq!(split(4, 64, 64), (2, 2));
+        assert_eq!(split(8, 1, 1), (1, 1));
+        let r = ranges(100, 16, 3);
+        assert_eq!(r, vec![0..32, 32..64, 64..100]);
+        assert_eq!(ranges(5, 16, 2), vec![0..0, 0..5]);
+    }
+}

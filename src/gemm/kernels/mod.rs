@@ -1,0 +1,147 @@
+//! Micro-kernels: one register-blocked tile of `C ← α·A·B + β·C`, then the epilogue.
+//!
+//! # Contract (every kernel)
+//!
+//! `kernel(k, a, a_step, b, c, cs_c, args)` computes an `MR × NR` tile:
+//!
+//! ```text
+//! acc[i][j] = Σ_{p<k} A[i, p] · B[p, j]              (in order p = 0, 1, …, k−1, with FMA)
+//! C[i, j]   = relu?( α·acc[i][j] + β·C[i, j] + bias ) (β·C only when β ≠ 0: β = 0 never reads C)
+//!
+//!   A (MR tall, a_step apart)      B (packed, NR wide)        C (column j at c + j·cs_c)
+//!   p=0: a[0 .. MR]                p=0: b[0 .. NR]            rows contiguous: C[i, j] = c[i + j·cs_c]
+//!   p=1: a[a_step .. a_step+MR]    p=1: b[NR .. 2·NR]
+//! ```
+//!
+//! `a_step` is `MR` for packed A, or A's column stride when A is read in place. `args.row_bias`
+//! (MR values) or `args.col_bias` (NR values) may be null. Kernels see only whole tiles: the
+//! driver runs ragged edges through a scratch tile and copies the valid part back, so every
+//! element of C goes through the same instructions wherever it lies.
+
+mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use super::blocking::{self, Blocking};
+use crate::simd::SimdLevel;
+
+/// Per-tile arguments of the epilogue.
+pub(crate) struct TileArgs {
+    pub alpha: f32,
+    pub beta: f32,
+    /// `MR` values, or null.
+    pub row_bias: *const f32,
+    /// `NR` values, or null.
+    pub col_bias: *const f32,
+    pub relu: bool,
+}
+
+/// A micro-kernel (see the module contract).
+///
+/// # Safety
+/// `a` must be readable for `k` steps of `a_step` plus `MR` floats, `b` for `k·NR` floats, `c`
+/// readable (if β ≠ 0) and writable at `i + j·cs_c` for the whole tile, the bias pointers
+/// null or valid for `MR` / `NR` floats, and the CPU must support the kernel's instructions.
+pub(crate) type KernelFn =
+    unsafe fn(k: usize, a: *const f32, a_step: usize, b: *const f32, c: *mut f32, cs_c: usize, args: &TileArgs);
+
+/// A micro-kernel with its block sizes.
+pub(crate) struct KernelSpec {
+    pub blocking: Blocking,
+    pub func: KernelFn,
+}
+
+/// Writes one micro-kernel from a vector type and its operations. The body is the same text
+/// for every instruction set, so the paths this machine can test vouch for the others.
+macro_rules! microkernel {
+    (
+        $(#[$attr:meta])*
+        fn $name:ident: $V:ty, lanes $L:expr, vectors $MV:expr, cols $NR:expr;
+        zero $zero:path, load $load:path, store $store:path, splat $splat:path,
+        fma $fma:path, mul $mul:path, add $add:path, max $max:path
+    ) => {
+        $(#[$attr])*
+        pub(crate) unsafe fn $name(
+            k: usize,
+            a: *const f32,
+            a_step: usize,
+            b: *const f32,
+            c: *mut f32,
+            cs_c: usize,
+            args: &$crate::gemm::kernels::TileArgs,
+        ) {
+            const MV: usize = $MV;
+            const NR: usize = $NR;
+            const L: usize = $L;
+            // SAFETY: the caller upholds the kernel contract (KernelFn): every pointer offset
+            // below stays inside the A sliver, the packed B sliver, the C tile and the biases,
+            // and the CPU supports this kernel's instructions.
+            unsafe {
+                let mut acc: [[$V; MV]; NR] = [[$zero(); MV]; NR];
+                let (mut ap, mut bp) = (a, b);
+                for _ in 0..k {
+                    let mut av: [$V; MV] = [$zero(); MV];
+                    for v in 0..MV {
+                        av[v] = $load(ap.add(v * L));
+                    }
+                    for j in 0..NR {
+                        let bj = $splat(*bp.add(j));
+                        for v in 0..MV {
+                            acc[j][v] = $fma(av[v], bj, acc[j][v]);
+                        }
+                    }
+                    ap = ap.add(a_step);
+                    bp = bp.add(NR);
+                }
+                let alpha = $splat(args.alpha);
+                let beta = $splat(args.beta);
+                let zero = $zero();
+                for j in 0..NR {
+                    let cj = c.add(j * cs_c);
+                    for v in 0..MV {
+                        let mut t = $mul(alpha, acc[j][v]);
+                        if args.beta != 0.0 {
+                            t = $fma(beta, $load(cj.add(v * L)), t);
+                        }
+                        if !args.row_bias.is_null() {
+                            t = $add(t, $load(args.row_bias.add(v * L)));
+                        }
+                        if !args.col_bias.is_null() {
+                            t = $add(t, $splat(*args.col_bias.add(j)));
+                        }
+                        if args.relu {
+                            // max(0, NaN) is NaN: the second operand wins on NaN.
+                            t = $max(zero, t);
+                        }
+                        $store(cj.add(v * L), t);
+                    }
+                }
+            }
+        }
+    };
+}
+pub(crate) use microkernel;
+
+static PORTABLE: KernelSpec = KernelSpec { blocking: blocking::PORTABLE, func: portable::kernel_8x4 };
+#[cfg(target_arch = "x86_64")]
+static AVX2: KernelSpec = KernelSpec { blocking: blocking::AVX2, func: x86::kernel_16x6_avx2 };
+#[cfg(target_arch = "x86_64")]
+static AVX512: KernelSpec = KernelSpec { blocking: blocking::AVX512, func: x86::kernel_32x8_avx512 };
+
+/// The kernel for a level the CPU supports (checked by the caller).
+pub(crate) fn spec(level: SimdLevel) -> &'static KernelSpec {
+    match level {
+        SimdLevel::Portable => &PORTABLE,
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => &AVX2,
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => &AVX512,
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => &PORTABLE,
+    }
+}
+
+/// The block sizes the kernel of `level` uses.
+pub fn blocking_for(level: SimdLevel) -> Blocking {
+    spec(level).blocking
+}

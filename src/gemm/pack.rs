@@ -1,0 +1,165 @@
+//! Packing: copying blocks of A and B into the contiguous sliver layouts the micro-kernels
+//! stream through, zero-padding ragged edges so kernels always see whole tiles.
+//!
+//! ```text
+//! packed A (mr-tall slivers):  sliver s, step p → dst[(s·kc + p)·mr .. +mr] = A[s·mr .. s·mr+mr, p]
+//! packed B (nr-wide slivers):  sliver t, step p → dst[(t·kc + p)·nr .. +nr] = B[p, t·nr .. t·nr+nr]
+//! ```
+
+use std::cell::RefCell;
+
+/// A strided read-only operand: element `(i, j)` at `data[off + i·rs + j·cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Operand<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// Packs rows `row0 .. row0 + rows` (`rows ≤ mr`) and columns `col0 .. col0 + kc` of `a` into
+/// one `mr × kc` sliver, zero-filling rows `rows .. mr`.
+pub(crate) fn pack_sliver(
+    dst: &mut [f32],
+    a: Operand<'_>,
+    row0: usize,
+    rows: usize,
+    col0: usize,
+    kc: usize,
+    mr: usize,
+) {
+    debug_assert!(rows <= mr && dst.len() >= mr * kc);
+    let dst = &mut dst[..mr * kc];
+    if rows == 0 || kc == 0 {
+        dst.fill(0.0);
+        return;
+    }
+    let base = row0 * a.rs + col0 * a.cs;
+    if a.rs == 1 {
+        // Contiguous along the sliver: one copy of `rows` floats per step.
+        for (p, out) in dst.chunks_exact_mut(mr).enumerate() {
+            let start = base + p * a.cs;
+            out[..rows].copy_from_slice(&a.data[start..start + rows]);
+            out[rows..].fill(0.0);
+        }
+    } else if a.cs == 1 {
+        // Contiguous along k: walk each row once, writing with stride mr.
+        if rows < mr {
+            dst.fill(0.0);
+        }
+        for r in 0..rows {
+            let start = base + r * a.rs;
+            let src = &a.data[start..start + kc];
+            for (out, &v) in dst[r..].iter_mut().step_by(mr).zip(src) {
+                *out = v;
+            }
+        }
+    } else {
+        for (p, out) in dst.chunks_exact_mut(mr).enumerate() {
+            for (r, o) in out.iter_mut().enumerate() {
+                *o = if r < rows { a.data[base + r * a.rs + p * a.cs] } else { 0.0 };
+            }
+        }
+    }
+}
+
+/// Packs an `len × kc` block (starting at `(row0, col0)`) of `a` into `ceil(len/mr)`
+/// consecutive slivers.
+pub(crate) fn pack_block(dst: &mut [f32], a: Operand<'_>, row0: usize, len: usize, col0: usize, kc: usize, mr: usize) {
+    for (s, out) in dst.chunks_exact_mut(mr * kc.max(1)).take(len.div_ceil(mr)).enumerate() {
+        let r0 = s * mr;
+        pack_sliver(out, a, row0 + r0, (len - r0).min(mr), col0, kc, mr);
+    }
+}
+
+/// A growable buffer whose slices start on a 64-byte boundary (one cache line, one zmm).
+#[derive(Default)]
+pub(crate) struct AlignedBuf {
+    buf: Vec<f32>,
+}
+
+impl AlignedBuf {
+    const ALIGN_FLOATS: usize = 16;
+
+    /// A 64-byte aligned slice of `len` floats (contents unspecified but initialised).
+    pub fn get(&mut self, len: usize) -> &mut [f32] {
+        let need = len + Self::ALIGN_FLOATS;
+        if self.buf.len() < need {
+            self.buf = vec![0.0; need];
+        }
+        let misalign = (self.buf.as_ptr() as usize / 4) % Self::ALIGN_FLOATS;
+        let off = (Self::ALIGN_FLOATS - misalign) % Self::ALIGN_FLOATS;
+        &mut self.buf[off..off + len]
+    }
+}
+
+/// Per-thread packing buffers, reused across calls so the steady state allocates nothing.
+#[derive(Default)]
+pub(crate) struct PackBuffers {
+    pub a: AlignedBuf,
+    pub b: AlignedBuf,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<PackBuffers> = RefCell::new(PackBuffers::default());
+}
+
+/// Runs `f` with this thread's packing buffers (or fresh ones if they are already in use,
+/// which happens only if `f` re-enters the GEMM on the same thread).
+pub(crate) fn with_buffers<R>(f: impl FnOnce(&mut PackBuffers) -> R) -> R {
+    BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => f(&mut bufs),
+        Err(_) => f(&mut PackBuffers::default()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_layout_packs_the_same() {
+        // A 5×3 matrix, element (i, j) = 10i + j, stored three ways.
+        let rm: Vec<f32> = (0..15).map(|x| (10 * (x / 3) + x % 3) as f32).collect();
+        let cm: Vec<f32> = (0..15).map(|x| (10 * (x % 5) + x / 5) as f32).collect();
+        let mut st = vec![-1.0; 40];
+        for i in 0..5 {
+            for j in 0..3 {
+                st[i * 8 + j * 2] = (10 * i + j) as f32;
+            }
+        }
+        let ops = [
+            Operand { data: &rm, rs: 3, cs: 1 },
+            Operand { data: &cm, rs: 1, cs: 5 },
+            Operand { data: &st, rs: 8, cs: 2 },
+        ];
+        let mut want = [0.0; 4 * 2 * 2];
+        for s in 0..2 {
+            for p in 0..2 {
+                for r in 0..4 {
+                    let i = 1 + s * 4 + r;
+                    want[(s * 2 + p) * 4 + r] = if i < 5 { (10 * i + 1 + p) as f32 } else { 0.0 };
+                }
+            }
+        }
+        for op in ops {
+            let mut dst = vec![f32::NAN; 16];
+            pack_block(&mut dst, op, 1, 4, 1, 2, 4);
+            assert_eq!(dst[..8], want[..8]);
+            let mut dst = vec![f32::NAN; 16];
+            pack_block(&mut dst, op, 1, 3, 1, 2, 4);
+            let mut w = want[..8].to_vec();
+            w[3] = 0.0;
+            w[7] = 0.0;
+            assert_eq!(dst[..8], w[..]);
+        }
+    }
+
+    #[test]
+    fn aligned() {
+        let mut b = AlignedBuf::default();
+        for len in [1, 7, 100, 4096] {
+            assert_eq!(b.get(len).as_ptr() as usize % 64, 0);
+            assert_eq!(b.get(len).len(), len);
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The one module that names `rayon`. Kernels say how much work they have and how it splits;
+//! this module decides whether threads pay and runs the parts.
+//!
+//! Threads come from the caller's rayon pool: wrap a call in `ThreadPool::install` to cap
+//! them. Work below [`MIN_PARALLEL_FLOPS`] runs on the calling thread with no rayon call at
+//! all. Kernels split work so that every output element is computed by the same instruction
+//! sequence whatever the number of parts, so results are bitwise identical for any thread
+//! count.
+
+/// How a kernel may use threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Parallelism {
+    /// Use the current rayon pool when the problem is large enough (the default).
+    #[default]
+    Auto,
+    /// Stay on the calling thread.
+    Sequential,
+    /// Use at most this many threads of the current pool (when the problem is large enough).
+    Threads(usize),
+}
+
+/// Below this many floating-point operations a kernel runs on the calling thread: about
+/// 20 µs of work on one core, where a fork-join would cost a noticeable fraction.
+pub const MIN_PARALLEL_FLOPS: f64 = 2.0e6;
+
+impl Parallelism {
+    /// The number of parts to split a problem of `flops` operations into.
+    pub fn threads_for(self, flops: f64) -> usize {
+        if flops < MIN_PARALLEL_FLOPS {
+            return 1;
+        }
+        let pool = rayon::current_num_threads().max(1);
+        match self {
+            Parallelism::Auto => pool,
+            Parallelism::Sequential => 1,
+            Parallelism::Threads(t) => t.clamp(1, pool),
+        }
+    }
+}
+
+/// Runs `f(part)` for every `part` in `0..parts`, in parallel when `parts > 1`.
+pub fn for_each_part(parts: usize, f: impl Fn(usize) + Sync + Send) {
+    use rayon::prelude::*;
+    match parts {
+        0 => {}
+        1 => f(0),
+        _ => (0..parts).into_par_iter().for_each(f),
+    }
+}
+
+/// The number of threads in the current rayon pool.
+pub fn current_threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Runs `f` inside a fresh rayon pool of `threads` threads (for examples and tests that
+/// compare thread counts).
+///
+/// # Panics
+/// If the operating system cannot start the threads.
+pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("start a rayon pool").install(f)
+}

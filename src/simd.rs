@@ -1,0 +1,94 @@
+//! The one place that chooses the SIMD instruction set at run time.
+//!
+//! Detection runs once and is cached. The environment variable `CONVKIT_SIMD`
+//! (`portable`, `avx2` or `avx512`), read once, caps the level, so the test suite can force
+//! each lower path on a machine that has a higher one. A cap above what the CPU has is
+//! ignored: a kernel is never run on hardware that lacks its instructions.
+
+use std::sync::OnceLock;
+
+/// An instruction-set level with its own micro-kernels, lowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SimdLevel {
+    /// `wide` vectors: compiles and runs everywhere (aarch64, x86-64 without AVX, …).
+    Portable,
+    /// x86-64 AVX2 + FMA, 256-bit.
+    Avx2,
+    /// x86-64 AVX-512F, 512-bit.
+    Avx512,
+}
+
+impl SimdLevel {
+    /// Every level, lowest first.
+    pub const ALL: [SimdLevel; 3] = [SimdLevel::Portable, SimdLevel::Avx2, SimdLevel::Avx512];
+
+    /// The level's name as `CONVKIT_SIMD` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SimdLevel::Portable => "portable",
+            SimdLevel::Avx2 => "avx2",
+            SimdLevel::Avx512 => "avx512",
+        }
+    }
+
+    /// Parses a `CONVKIT_SIMD` value.
+    pub fn from_name(s: &str) -> Option<Self> {
+        SimdLevel::ALL.into_iter().find(|l| l.name().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// Whether this CPU can run the level's kernels.
+    pub fn is_supported(self) -> bool {
+        self <= detected()
+    }
+
+    /// The levels this CPU can run, lowest first.
+    pub fn supported() -> impl Iterator<Item = SimdLevel> {
+        SimdLevel::ALL.into_iter().filter(|l| l.is_supported())
+    }
+}
+
+/// The highest level this CPU supports (cached).
+pub fn detected() -> SimdLevel {
+    static DETECTED: OnceLock<SimdLevel> = OnceLock::new();
+    *DETECTED.get_or_init(detect)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> SimdLevel {
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        SimdLevel::Avx512
+    } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        SimdLevel::Avx2
+    } else {
+        SimdLevel::Portable
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect() -> SimdLevel {
+    SimdLevel::Portable
+}
+
+/// The level kernels use by default: the detected one, capped by `CONVKIT_SIMD` (cached).
+pub fn active() -> SimdLevel {
+    static ACTIVE: OnceLock<SimdLevel> = OnceLock::new();
+    *ACTIVE.get_or_init(|| {
+        let cap = std::env::var("CONVKIT_SIMD").ok().and_then(|v| SimdLevel::from_name(&v));
+        cap.map_or(detected(), |c| c.min(detected()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_active_is_supported() {
+        for l in SimdLevel::ALL {
+            assert_eq!(SimdLevel::from_name(l.name()), Some(l));
+        }
+        assert_eq!(SimdLevel::from_name("sse9"), None);
+        assert!(active().is_supported());
+        assert!(SimdLevel::Portable.is_supported());
+    }
+}
