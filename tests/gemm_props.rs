@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::SplitMix;
+use common::{cases, SplitMix};
 use convkit::check::Tolerance;
 use convkit::gemm::{blocking_for, gemm, Bias, GemmParams, MatMut, MatRef};
 use convkit::parallel::with_threads;
@@ -150,7 +150,7 @@ impl Case {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(160), ..ProptestConfig::default() })]
 
     #[test]
     fn matches_the_triple_loop_on_every_path(case in case()) {
@@ -163,6 +163,34 @@ proptest! {
             if let Err(m) = tol.check(&format!("gemm[{}]", level.name()), &got, &want) {
                 prop_assert!(false, "{} in {:?}", m, case);
             }
+        }
+    }
+}
+
+/// Fixed bugs, kept as named cases on every path.
+#[test]
+fn regressions() {
+    let base = Case {
+        m: 1,
+        n: 16,
+        k: 0,
+        la: Layout::RowMajor,
+        lb: Layout::RowMajor,
+        lc: Layout::PaddedRows,
+        alpha: 1.0,
+        beta: 0.0,
+        bias: 0,
+        relu: false,
+        seed: 0,
+    };
+    // k = 0 with an A read in place: A has no storage, nothing may index it.
+    let cases = [base.clone(), Case { m: 1, n: 3, bias: 2, ..base.clone() }, Case { m: 40, n: 2, beta: 1.0, ..base }];
+    for case in cases {
+        let d = case.data();
+        let want = case.reference(&d);
+        for level in SimdLevel::supported() {
+            let got = case.run(&d, &case.params(&d).simd(level));
+            Tolerance::reduction(2).check(&format!("{case:?} [{}]", level.name()), &got, &want).unwrap();
         }
     }
 }

@@ -15,7 +15,7 @@ fn f64s(t: &Tensor) -> Vec<f64> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(96), ..ProptestConfig::default() })]
 
     #[test]
     fn conv_forward_matches_independent_im2col(case in conv_case(4, 5, 8)) {

@@ -25,7 +25,7 @@ pub(crate) const AVX512: Blocking = Blocking { mr: 32, nr: 8, kc: 256, mc: 128, 
 /// AVX2+FMA: 16×6 tile (2 ymm × 6 columns = 12 accumulators, 15 of the 16 ymm registers).
 /// kc = 256: the B sliver is 6 KiB of the 32 KiB L1; mc = 144: the A block is 144 KiB of a
 /// 512 KiB L2; nc = 4080 (a multiple of 6 and 16): the B panel is 4 MiB of L3.
-pub(crate) const AVX2: Blocking = Blocking { mr: 16, nr: 6, kc: 256, mc: 144, nc: 4080 };
+pub(crate) const AVX2: Blocking = Blocking { mr: 16, nr: 6, kc: 320, mc: 120, nc: 4080 };
 
 /// Portable `wide` f32x8: 8×4 tile (4 accumulators of 8 lanes), small enough for 16
 /// 128-bit registers when f32x8 is two SSE or NEON halves.

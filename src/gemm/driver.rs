@@ -1,8 +1,9 @@
 //! The five loops around the micro-kernel, the scratch tile for ragged edges, and the split
 //! of C among threads.
 
+use super::blocking::Blocking;
 use super::blocking::{MAX_MR, MAX_NR};
-use super::kernels::{KernelSpec, TileArgs};
+use super::kernels::{KernelFn, TileArgs};
 use super::pack::{pack_block, pack_sliver, with_buffers, Operand, PackBuffers};
 use super::{Bias, GemmParams, MatMut, MatRef};
 use crate::parallel::for_each_part;
@@ -42,7 +43,7 @@ fn operand<'a>(x: &MatRef<'a>) -> Operand<'a> {
     Operand { data: x.data, rs: x.rs, cs: x.cs }
 }
 
-pub(super) fn run(spec: &KernelSpec, a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, p: &GemmParams<'_>) {
+pub(super) fn run(kernel: KernelFn, bl: Blocking, a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, p: &GemmParams<'_>) {
     let (m, n, k) = (c.rows, c.cols, a.cols);
     if m == 0 || n == 0 {
         return;
@@ -74,24 +75,24 @@ pub(super) fn run(spec: &KernelSpec, a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>
     } else {
         common(m, n, operand(&a), operand(&b), cptr, row_bias, col_bias)
     };
-    let bl = spec.blocking;
     let parts = p.parallelism.threads_for(super::flops(m, n, k));
-    let (pm, pn) = split(parts, prob.m.div_ceil(bl.mr), prob.n.div_ceil(bl.nr));
+    let (pm, pn) = split(parts, prob.m.div_ceil(bl.mr), prob.n.div_ceil(bl.nr), bl.mr, bl.nr);
     let rows = ranges(prob.m, bl.mr, pm);
     let cols = ranges(prob.n, bl.nr, pn);
     for_each_part(pm * pn, |part| {
-        with_buffers(|bufs| run_part(spec, &prob, rows[part / pn].clone(), cols[part % pn].clone(), bufs));
+        with_buffers(|bufs| run_part(kernel, bl, &prob, rows[part / pn].clone(), cols[part % pn].clone(), bufs));
     });
 }
 
-/// Splits `parts` threads into a `pm × pn` grid over `tm × tn` tiles, minimising the
-/// largest per-thread tile count (ties: more parts along n, whose B panels are private).
-fn split(parts: usize, tm: usize, tn: usize) -> (usize, usize) {
+/// Splits `parts` threads into a `pm × pn` grid over `tm × tn` tiles of `mr × nr`,
+/// minimising the largest per-thread tile count, then the packing done twice (each of the
+/// `pn` column parts packs all its rows of A, each of the `pm` row parts its columns of B).
+fn split(parts: usize, tm: usize, tn: usize, mr: usize, nr: usize) -> (usize, usize) {
     let parts = parts.clamp(1, (tm * tn).max(1));
     (1..=parts)
         .filter(|&pm| parts.is_multiple_of(pm))
         .map(|pm| (pm, parts / pm))
-        .min_by_key(|&(pm, pn)| (tm.div_ceil(pm) * tn.div_ceil(pn), pm))
+        .min_by_key(|&(pm, pn)| (tm.div_ceil(pm) * tn.div_ceil(pn), pn * tm * mr + pm * tn * nr))
         .unwrap_or((1, 1))
 }
 
@@ -110,12 +111,19 @@ fn ranges(len: usize, tile: usize, parts: usize) -> Vec<Range<usize>> {
 struct ScratchTile([f32; MAX_MR * MAX_NR]);
 
 /// The sequential blocked algorithm on one rectangle `rows × cols` of C.
-fn run_part(spec: &KernelSpec, pr: &Problem<'_>, rows: Range<usize>, cols: Range<usize>, bufs: &mut PackBuffers) {
-    let bl = spec.blocking;
+fn run_part(
+    kernel: KernelFn,
+    bl: Blocking,
+    pr: &Problem<'_>,
+    rows: Range<usize>,
+    cols: Range<usize>,
+    bufs: &mut PackBuffers,
+) {
     let (mr, nr) = (bl.mr, bl.nr);
     // A is read in place, unpacked, when its slivers are contiguous and each would be used
     // for too few B slivers to repay the copy (small n, as in im2col with few filters).
-    let direct_a = pr.a.rs == 1 && cols.len() <= 4 * nr;
+    // (k = 0 reads nothing, and A may then have no storage at all.)
+    let direct_a = pr.a.rs == 1 && cols.len() <= 4 * nr && pr.k > 0;
     let mut scratch = ScratchTile([0.0; MAX_MR * MAX_NR]);
     let mut bias_r = [0.0f32; MAX_MR];
     let mut bias_c = [0.0f32; MAX_NR];
@@ -185,7 +193,7 @@ fn run_part(spec: &KernelSpec, pr: &Problem<'_>, rows: Range<usize>, cols: Range
                         unsafe {
                             if nrows == mr && ncols == nr && pr.c.rs == 1 {
                                 let c = pr.c.ptr.add(i + j * pr.c.cs);
-                                (spec.func)(kc, a_ptr, a_step, bsl.as_ptr(), c, pr.c.cs, &t);
+                                (kernel)(kc, a_ptr, a_step, bsl.as_ptr(), c, pr.c.cs, &t);
                             } else {
                                 let s = scratch.0.as_mut_ptr();
                                 if t.beta != 0.0 {
@@ -200,7 +208,7 @@ fn run_part(spec: &KernelSpec, pr: &Problem<'_>, rows: Range<usize>, cols: Range
                                         ncols,
                                     );
                                 }
-                                (spec.func)(kc, a_ptr, a_step, bsl.as_ptr(), s, mr, &t);
+                                (kernel)(kc, a_ptr, a_step, bsl.as_ptr(), s, mr, &t);
                                 copy_tile(
                                     s,
                                     1,
@@ -260,11 +268,15 @@ mod tests {
 
     #[test]
     fn split_prefers_balanced_grids() {
-        assert_eq!(split(1, 10, 10), (1, 1));
-        assert_eq!(split(2, 196, 11), (2, 1));
-        assert_eq!(split(2, 4, 500), (1, 2));
-        assert_eq!(split(4, 64, 64), (2, 2));
-        assert_eq!(split(8, 1, 1), (1, 1));
+        assert_eq!(split(1, 10, 10, 16, 6), (1, 1));
+        // im2col: many row tiles, few column tiles → split the rows.
+        assert_eq!(split(2, 196, 11, 16, 6), (2, 1));
+        assert_eq!(split(2, 4, 500, 16, 6), (1, 2));
+        // Square with square tiles: every grid balances; 2×2 duplicates the least packing.
+        assert_eq!(split(4, 64, 64, 16, 16), (2, 2));
+        assert_eq!(split(8, 1, 1, 16, 6), (1, 1));
+        // Three threads over 2 tiles: use 2.
+        assert_eq!(split(3, 2, 1, 16, 6), (2, 1));
         let r = ranges(100, 16, 3);
         assert_eq!(r, vec![0..32, 32..64, 64..100]);
         assert_eq!(ranges(5, 16, 2), vec![0..0, 0..5]);

@@ -233,12 +233,22 @@ pub struct GemmParams<'a> {
     pub parallelism: Parallelism,
     /// Instruction set; `None` uses [`simd::active`].
     pub simd: Option<SimdLevel>,
+    /// Cache blocking `(kc, mc, nc)` in place of the kernel's tuned one, for experiments.
+    /// `kc` fixes the summation order, so results depend on it (bitwise), as on `simd`.
+    pub cache_blocking: Option<(usize, usize, usize)>,
 }
 
 impl Default for GemmParams<'_> {
     /// `α = 1`, `β = 0`, no epilogue, automatic threading and instruction set.
     fn default() -> Self {
-        GemmParams { alpha: 1.0, beta: 0.0, epilogue: Epilogue::default(), parallelism: Parallelism::Auto, simd: None }
+        GemmParams {
+            alpha: 1.0,
+            beta: 0.0,
+            epilogue: Epilogue::default(),
+            parallelism: Parallelism::Auto,
+            simd: None,
+            cache_blocking: None,
+        }
     }
 }
 
@@ -273,6 +283,11 @@ impl<'a> GemmParams<'a> {
         self.simd = Some(level);
         self
     }
+    /// Overrides the cache blocking `(kc, mc, nc)`.
+    pub fn cache_blocking(mut self, kc: usize, mc: usize, nc: usize) -> Self {
+        self.cache_blocking = Some((kc, mc, nc));
+        self
+    }
 }
 
 /// `C ← epilogue(α·A·B + β·C)` with `A: m×k`, `B: k×n`, `C: m×n`.
@@ -301,7 +316,18 @@ pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, p: &GemmParams<'_>) -> 
             reason: format!("this CPU supports up to {}", simd::detected().name()),
         });
     }
-    driver::run(kernels::spec(level), a, b, c, p);
+    let mut blocking = kernels::spec(level).blocking;
+    if let Some((kc, mc, nc)) = p.cache_blocking {
+        if kc == 0 || mc == 0 || nc == 0 {
+            return Err(Error::param(
+                "gemm cache blocking",
+                format!("({kc}, {mc}, {nc})"),
+                "every block size must be ≥ 1",
+            ));
+        }
+        (blocking.kc, blocking.mc, blocking.nc) = (kc, mc, nc);
+    }
+    driver::run(kernels::spec(level).func, blocking, a, b, c, p);
     Ok(())
 }
 

@@ -33,6 +33,21 @@ pub(crate) fn pack_sliver(
         dst.fill(0.0);
         return;
     }
+    // Whole slivers of the tile sizes the kernels use get fixed-size copies the compiler
+    // turns into vector moves; everything else takes the general loops.
+    if rows == mr {
+        let done = match mr {
+            4 => pack_whole::<4>(dst, a, row0, col0, kc),
+            6 => pack_whole::<6>(dst, a, row0, col0, kc),
+            8 => pack_whole::<8>(dst, a, row0, col0, kc),
+            16 => pack_whole::<16>(dst, a, row0, col0, kc),
+            32 => pack_whole::<32>(dst, a, row0, col0, kc),
+            _ => false,
+        };
+        if done {
+            return;
+        }
+    }
     let base = row0 * a.rs + col0 * a.cs;
     if a.rs == 1 {
         // Contiguous along the sliver: one copy of `rows` floats per step.
@@ -59,6 +74,30 @@ pub(crate) fn pack_sliver(
                 *o = if r < rows { a.data[base + r * a.rs + p * a.cs] } else { 0.0 };
             }
         }
+    }
+}
+
+/// A whole `MR`-row sliver from a layout with a unit stride; `false` if neither stride is 1.
+fn pack_whole<const MR: usize>(dst: &mut [f32], a: Operand<'_>, row0: usize, col0: usize, kc: usize) -> bool {
+    let base = row0 * a.rs + col0 * a.cs;
+    if a.rs == 1 {
+        for (p, out) in dst.chunks_exact_mut(MR).enumerate() {
+            let start = base + p * a.cs;
+            let src: &[f32; MR] = a.data[start..start + MR].try_into().expect("MR floats");
+            out.copy_from_slice(src);
+        }
+        true
+    } else if a.cs == 1 {
+        // MR row streams read in step, one contiguous MR-float write per step.
+        let rows: [&[f32]; MR] = std::array::from_fn(|r| &a.data[base + r * a.rs..base + r * a.rs + kc]);
+        for (p, out) in dst.chunks_exact_mut(MR).enumerate() {
+            for (o, row) in out.iter_mut().zip(&rows) {
+                *o = row[p];
+            }
+        }
+        true
+    } else {
+        false
     }
 }
 

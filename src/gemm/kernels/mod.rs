@@ -58,7 +58,7 @@ macro_rules! microkernel {
         $(#[$attr:meta])*
         fn $name:ident: $V:ty, lanes $L:expr, vectors $MV:expr, cols $NR:expr;
         zero $zero:path, load $load:path, store $store:path, splat $splat:path,
-        fma $fma:path, mul $mul:path, add $add:path, max $max:path
+        fma $fma:path, mul $mul:path, add $add:path, max $max:path, prefetch $pf:path
     ) => {
         $(#[$attr])*
         pub(crate) unsafe fn $name(
@@ -77,9 +77,18 @@ macro_rules! microkernel {
             // below stays inside the A sliver, the packed B sliver, the C tile and the biases,
             // and the CPU supports this kernel's instructions.
             unsafe {
+                // Start fetching the C tile now; it is needed only after the k loop, and
+                // its lines are usually not in L1 (C is touched once per k block).
+                for j in 0..NR {
+                    $pf(c.add(j * cs_c));
+                    $pf(c.add(j * cs_c + MV * L - 1));
+                }
                 let mut acc: [[$V; MV]; NR] = [[$zero(); MV]; NR];
                 let (mut ap, mut bp) = (a, b);
                 for _ in 0..k {
+                    // A streams from L2; ask for it a few steps early. The address may lie
+                    // past the sliver (wrapping arithmetic, never dereferenced).
+                    $pf(ap.wrapping_add(a_step * 6));
                     let mut av: [$V; MV] = [$zero(); MV];
                     for v in 0..MV {
                         av[v] = $load(ap.add(v * L));

@@ -39,8 +39,12 @@ fn max(zero: f32x8, t: f32x8) -> f32x8 {
     t.is_nan().blend(t, t.max(zero))
 }
 
+/// The portable path leaves prefetching to the hardware.
+#[inline(always)]
+fn no_prefetch(_: *const f32) {}
+
 super::microkernel! {
     /// 8×4 portable kernel (one f32x8 × 4 columns).
     fn kernel_8x4: f32x8, lanes 8, vectors 1, cols 4;
-    zero zero, load load, store store, splat splat, fma fma, mul mul, add add, max max
+    zero zero, load load, store store, splat splat, fma fma, mul mul, add add, max max, prefetch no_prefetch
 }

@@ -2,12 +2,20 @@
 
 use std::arch::x86_64::*;
 
+/// Hints that the line holding `p` will be read soon. A prefetch never faults, so any
+/// address is allowed.
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    // SAFETY: prefetching is a hint with no architectural effect and cannot fault.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+}
+
 super::microkernel! {
     /// 16×6 AVX2+FMA kernel: 2 ymm × 6 columns = 12 accumulators.
     #[target_feature(enable = "avx2,fma")]
     fn kernel_16x6_avx2: __m256, lanes 8, vectors 2, cols 6;
     zero _mm256_setzero_ps, load _mm256_loadu_ps, store _mm256_storeu_ps, splat _mm256_set1_ps,
-    fma _mm256_fmadd_ps, mul _mm256_mul_ps, add _mm256_add_ps, max _mm256_max_ps
+    fma _mm256_fmadd_ps, mul _mm256_mul_ps, add _mm256_add_ps, max _mm256_max_ps, prefetch prefetch
 }
 
 super::microkernel! {
@@ -15,5 +23,5 @@ super::microkernel! {
     #[target_feature(enable = "avx512f")]
     fn kernel_32x8_avx512: __m512, lanes 16, vectors 2, cols 8;
     zero _mm512_setzero_ps, load _mm512_loadu_ps, store _mm512_storeu_ps, splat _mm512_set1_ps,
-    fma _mm512_fmadd_ps, mul _mm512_mul_ps, add _mm512_add_ps, max _mm512_max_ps
+    fma _mm512_fmadd_ps, mul _mm512_mul_ps, add _mm512_add_ps, max _mm512_max_ps, prefetch prefetch
 }
