@@ -189,7 +189,7 @@ fn main() {
         println!("\nTiny sizes, 1 thread: engine vs a plain blocked loop (µs per call, median)\n");
         println!("| m=n=k | engine µs | plain loop µs | ratio |\n|---|---|---|---|");
     }
-    for s in [4usize, 8, 16, 24, 32] {
+    for s in [4usize, 8, 12, 16, 24, 32] {
         let a: Vec<f32> = (0..s * s).map(|i| (i % 7) as f32).collect();
         let b = a.clone();
         let mut c = vec![0.0f32; s * s];

@@ -92,3 +92,18 @@ mod tests {
         assert!(SimdLevel::Portable.is_supported());
     }
 }
+
+/// Hints that the cache line holding `p` will be read soon. Never faults, so any address
+/// (even one past an allocation, formed with wrapping arithmetic) is allowed; a no-op where
+/// the target has no portable prefetch instruction.
+#[inline(always)]
+pub(crate) fn prefetch_read(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of the x86-64 baseline and a prefetch has no architectural effect:
+    // it cannot fault or change memory.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}

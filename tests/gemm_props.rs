@@ -159,9 +159,20 @@ proptest! {
         // |α|·(sum of k products) + |β|·|C| + |bias|: scale 2 covers α = −2.
         let tol = Tolerance::reduction(case.k + 2).with_scale(2.0);
         for level in SimdLevel::supported() {
-            let got = case.run(&d, &case.params(&d).simd(level));
-            if let Err(m) = tol.check(&format!("gemm[{}]", level.name()), &got, &want) {
-                prop_assert!(false, "{} in {:?}", m, case);
+            let b = blocking_for(level);
+            // Default (tiny problems take the direct loop), forced through the packed kernels
+            // with the tuned blocks, and with small odd blocks so that every block edge,
+            // partial sliver and k-block boundary appears even in small problems.
+            let variants = [
+                ("default", case.params(&d).simd(level)),
+                ("packed", case.params(&d).simd(level).cache_blocking(b.kc, b.mc, b.nc)),
+                ("small blocks", case.params(&d).simd(level).cache_blocking(5, b.mr + 3, 2 * b.nr + 1)),
+            ];
+            for (name, p) in variants {
+                let got = case.run(&d, &p);
+                if let Err(m) = tol.check(&format!("gemm[{}, {name}]", level.name()), &got, &want) {
+                    prop_assert!(false, "{} in {:?}", m, case);
+                }
             }
         }
     }
@@ -189,8 +200,11 @@ fn regressions() {
         let d = case.data();
         let want = case.reference(&d);
         for level in SimdLevel::supported() {
-            let got = case.run(&d, &case.params(&d).simd(level));
-            Tolerance::reduction(2).check(&format!("{case:?} [{}]", level.name()), &got, &want).unwrap();
+            let b = blocking_for(level);
+            for p in [case.params(&d).simd(level), case.params(&d).simd(level).cache_blocking(b.kc, b.mc, b.nc)] {
+                let got = case.run(&d, &p);
+                Tolerance::reduction(2).check(&format!("{case:?} [{}]", level.name()), &got, &want).unwrap();
+            }
         }
     }
 }

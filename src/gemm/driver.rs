@@ -161,66 +161,70 @@ fn run_part(
                 } else {
                     pack_block(apack, pr.a, ic, mc, pc, kc, mr);
                 }
-                // Loop 2 (n): NR-wide slivers of packed B; the sliver stays in L1.
-                for jr in (0..nc).step_by(nr) {
+                // One MR × NR tile of C at (ic + ir, jc + jr).
+                let mut tile = |ir: usize, jr: usize| {
                     let ncols = nr.min(nc - jr);
                     let bsl = &bpack[jr * kc..];
-                    // Loop 1 (m): MR-tall slivers of A streaming past it.
-                    for ir in (0..mc).step_by(mr) {
-                        let nrows = mr.min(mc - ir);
-                        let (i, j) = (ic + ir, jc + jr);
-                        let (a_ptr, a_step) = if direct_a && nrows == mr {
-                            (pr.a.data[i + pc * pr.a.cs..].as_ptr(), pr.a.cs)
-                        } else if direct_a {
-                            (apack.as_ptr(), mr)
-                        } else {
-                            (apack[ir * kc..].as_ptr(), mr)
-                        };
-                        let mut t = TileArgs { ..args };
-                        if last {
-                            if let Some(v) = pr.row_bias {
-                                t.row_bias = padded(&mut bias_r[..mr], &v[i..], nrows);
-                            }
-                            if let Some(v) = pr.col_bias {
-                                t.col_bias = padded(&mut bias_c[..nr], &v[j..], ncols);
-                            }
+                    let nrows = mr.min(mc - ir);
+                    let (i, j) = (ic + ir, jc + jr);
+                    let (a_ptr, a_step) = if direct_a && nrows == mr {
+                        (pr.a.data[i + pc * pr.a.cs..].as_ptr(), pr.a.cs)
+                    } else if direct_a {
+                        (apack.as_ptr(), mr)
+                    } else {
+                        (apack[ir * kc..].as_ptr(), mr)
+                    };
+                    let mut t = TileArgs { ..args };
+                    if last {
+                        if let Some(v) = pr.row_bias {
+                            t.row_bias = padded(&mut bias_r[..mr], &v[i..], nrows);
                         }
-                        // SAFETY: a_ptr reads kc steps of a_step within a packed sliver or, for
-                        // a direct A, rows i..i+mr (all < m) of columns pc..pc+kc of A's
-                        // validated extent; bsl holds kc·nr packed floats; biases were padded
-                        // to mr / nr; the C tile is either whole and inside C (rows i..i+mr <
-                        // m with rs = 1, columns j..j+nr < n), or the scratch tile.
-                        unsafe {
-                            if nrows == mr && ncols == nr && pr.c.rs == 1 {
-                                let c = pr.c.ptr.add(i + j * pr.c.cs);
-                                (kernel)(kc, a_ptr, a_step, bsl.as_ptr(), c, pr.c.cs, &t);
-                            } else {
-                                let s = scratch.0.as_mut_ptr();
-                                if t.beta != 0.0 {
-                                    copy_tile(
-                                        pr.c.ptr.add(i * pr.c.rs + j * pr.c.cs),
-                                        pr.c.rs,
-                                        pr.c.cs,
-                                        s,
-                                        1,
-                                        mr,
-                                        nrows,
-                                        ncols,
-                                    );
-                                }
-                                (kernel)(kc, a_ptr, a_step, bsl.as_ptr(), s, mr, &t);
+                        if let Some(v) = pr.col_bias {
+                            t.col_bias = padded(&mut bias_c[..nr], &v[j..], ncols);
+                        }
+                    }
+                    // SAFETY: a_ptr reads kc steps of a_step within a packed sliver or, for
+                    // a direct A, rows i..i+mr (all < m) of columns pc..pc+kc of A's
+                    // validated extent; bsl holds kc·nr packed floats; biases were padded
+                    // to mr / nr; the C tile is either whole and inside C (rows i..i+mr <
+                    // m with rs = 1, columns j..j+nr < n), or the scratch tile.
+                    unsafe {
+                        if nrows == mr && ncols == nr && pr.c.rs == 1 {
+                            let c = pr.c.ptr.add(i + j * pr.c.cs);
+                            (kernel)(kc, a_ptr, a_step, bsl.as_ptr(), c, pr.c.cs, &t);
+                        } else {
+                            let s = scratch.0.as_mut_ptr();
+                            if t.beta != 0.0 {
                                 copy_tile(
-                                    s,
-                                    1,
-                                    mr,
                                     pr.c.ptr.add(i * pr.c.rs + j * pr.c.cs),
                                     pr.c.rs,
                                     pr.c.cs,
+                                    s,
+                                    1,
+                                    mr,
                                     nrows,
                                     ncols,
                                 );
                             }
+                            (kernel)(kc, a_ptr, a_step, bsl.as_ptr(), s, mr, &t);
+                            copy_tile(
+                                s,
+                                1,
+                                mr,
+                                pr.c.ptr.add(i * pr.c.rs + j * pr.c.cs),
+                                pr.c.rs,
+                                pr.c.cs,
+                                nrows,
+                                ncols,
+                            );
                         }
+                    }
+                };
+                // Loop 2 (n): NR-wide slivers of packed B; the sliver stays in L1.
+                for jr in (0..nc).step_by(nr) {
+                    // Loop 1 (m): MR-tall slivers of A streaming past it from L2.
+                    for ir in (0..mc).step_by(mr) {
+                        tile(ir, jr);
                     }
                 }
             }

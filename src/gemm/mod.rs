@@ -27,6 +27,7 @@ mod blocking;
 mod driver;
 pub(crate) mod kernels;
 mod pack;
+mod small;
 
 use crate::error::{Error, Result};
 use crate::parallel::Parallelism;
@@ -315,6 +316,10 @@ pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, p: &GemmParams<'_>) -> 
             algorithm: format!("gemm[{}]", level.name()),
             reason: format!("this CPU supports up to {}", simd::detected().name()),
         });
+    }
+    if m.saturating_mul(n).saturating_mul(k) <= small::MAX_WORK && p.cache_blocking.is_none() {
+        small::run(a, b, c, p);
+        return Ok(());
     }
     let mut blocking = kernels::spec(level).blocking;
     if let Some((kc, mc, nc)) = p.cache_blocking {

@@ -104,9 +104,63 @@ fn pack_whole<const MR: usize>(dst: &mut [f32], a: Operand<'_>, row0: usize, col
 /// Packs an `len × kc` block (starting at `(row0, col0)`) of `a` into `ceil(len/mr)`
 /// consecutive slivers.
 pub(crate) fn pack_block(dst: &mut [f32], a: Operand<'_>, row0: usize, len: usize, col0: usize, kc: usize, mr: usize) {
-    for (s, out) in dst.chunks_exact_mut(mr * kc.max(1)).take(len.div_ceil(mr)).enumerate() {
+    let slivers = len.div_ceil(mr);
+    if a.rs == 1 && len > mr && kc > 0 {
+        // Contiguous along m: walk each of the kc source lines once, front to back, and deal
+        // it out to the slivers. Sliver by sliver would instead hop across kc lines for every
+        // mr floats, defeating the prefetchers and the TLB when lines are far apart (the
+        // im2col operand of a convolution).
+        let dst = &mut dst[..slivers * mr * kc];
+        match mr {
+            8 => deal::<8>(dst, a, row0, len, col0, kc),
+            16 => deal::<16>(dst, a, row0, len, col0, kc),
+            32 => deal::<32>(dst, a, row0, len, col0, kc),
+            _ => {
+                for p in 0..kc {
+                    let start = row0 + (col0 + p) * a.cs;
+                    for (s, chunk) in a.data[start..start + len].chunks(mr).enumerate() {
+                        let out = &mut dst[(s * kc + p) * mr..(s * kc + p + 1) * mr];
+                        out[..chunk.len()].copy_from_slice(chunk);
+                        out[chunk.len()..].fill(0.0);
+                    }
+                }
+            }
+        }
+        return;
+    }
+    for (s, out) in dst.chunks_exact_mut(mr * kc.max(1)).take(slivers).enumerate() {
         let r0 = s * mr;
         pack_sliver(out, a, row0 + r0, (len - r0).min(mr), col0, kc, mr);
+    }
+}
+
+/// How many source lines ahead [`deal`] prefetches.
+const PREFETCH_AHEAD: usize = 4;
+
+/// [`pack_block`]'s line-by-line dealing for a unit row stride, with fixed-size copies.
+fn deal<const MR: usize>(dst: &mut [f32], a: Operand<'_>, row0: usize, len: usize, col0: usize, kc: usize) {
+    let whole = len / MR;
+    for p in 0..kc {
+        let start = row0 + (col0 + p) * a.cs;
+        // The lines are far apart and too many for the hardware prefetchers to follow:
+        // request the line PREFETCH_AHEAD lines down while this one is copied.
+        let ahead = a.data.as_ptr().wrapping_add(start + PREFETCH_AHEAD * a.cs);
+        for off in (0..len).step_by(16) {
+            crate::simd::prefetch_read(ahead.wrapping_add(off));
+        }
+        let src = &a.data[start..start + len];
+        for s in 0..whole {
+            let chunk: &[f32; MR] = src[s * MR..(s + 1) * MR].try_into().expect("MR floats");
+            let out: &mut [f32; MR] =
+                (&mut dst[(s * kc + p) * MR..(s * kc + p + 1) * MR]).try_into().expect("MR floats");
+            *out = *chunk;
+        }
+        if whole * MR < len {
+            let rest = &src[whole * MR..];
+            let out = &mut dst[(whole * kc + p) * MR..(whole * kc + p + 1) * MR];
+            out[..rest.len()].copy_from_slice(rest);
+            out[rest.len()..].fill(0.0);
+        }
     }
 }
 
