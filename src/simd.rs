@@ -78,21 +78,6 @@ pub fn active() -> SimdLevel {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip_and_active_is_supported() {
-        for l in SimdLevel::ALL {
-            assert_eq!(SimdLevel::from_name(l.name()), Some(l));
-        }
-        assert_eq!(SimdLevel::from_name("sse9"), None);
-        assert!(active().is_supported());
-        assert!(SimdLevel::Portable.is_supported());
-    }
-}
-
 /// Hints that the cache line holding `p` will be read soon. Never faults, so any address
 /// (even one past an allocation, formed with wrapping arithmetic) is allowed; a no-op where
 /// the target has no portable prefetch instruction.
@@ -106,4 +91,19 @@ pub(crate) fn prefetch_read(p: *const f32) {
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_active_is_supported() {
+        for l in SimdLevel::ALL {
+            assert_eq!(SimdLevel::from_name(l.name()), Some(l));
+        }
+        assert_eq!(SimdLevel::from_name("sse9"), None);
+        assert!(active().is_supported());
+        assert!(SimdLevel::Portable.is_supported());
+    }
 }

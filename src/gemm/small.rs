@@ -11,7 +11,7 @@ pub(super) const MAX_WORK: usize = 12 * 12 * 12;
 /// `C ← epilogue(α·A·B + β·C)`. Each element is a dot product summed `p = 0, 1, …, k−1` in
 /// order, multiply then add; where B's rows are contiguous, eight (then four) columns at a
 /// time.
-pub(super) fn run(a: MatRef<'_>, b: MatRef<'_>, mut c: MatMut<'_>, p: &GemmParams<'_>) {
+pub(super) fn run(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, p: &GemmParams<'_>) {
     let (m, n, k) = (c.rows, c.cols, a.cols);
     let a_at = |i: usize, q: usize| {
         // SAFETY: callers pass i < m and q < k; MatRef::new checked that A's last element,
