@@ -4,17 +4,17 @@
 use super::blocking::Blocking;
 use super::blocking::{MAX_MR, MAX_NR};
 use super::kernels::{KernelFn, TileArgs};
-use super::pack::{pack_block, pack_sliver, with_buffers, Operand, PackBuffers};
+use super::pack::{pack_sliver, with_buffers, Operand, PackBuffers, PackSource};
 use super::{Bias, GemmParams, MatMut, MatRef};
 use crate::parallel::for_each_part;
 use std::ops::Range;
 
 /// C as a raw pointer with strides, shared by the threads that write disjoint parts of it.
 #[derive(Clone, Copy)]
-struct CPtr {
-    ptr: *mut f32,
-    rs: usize,
-    cs: usize,
+pub(crate) struct CPtr {
+    pub ptr: *mut f32,
+    pub rs: usize,
+    pub cs: usize,
 }
 
 // SAFETY: threads receive disjoint sets of C's elements (one rectangle of tiles each), and a
@@ -24,19 +24,20 @@ unsafe impl Send for CPtr {}
 // SAFETY: as above: shared only to hand each thread its own disjoint rectangle.
 unsafe impl Sync for CPtr {}
 
-/// The problem in canonical orientation: C's contiguous dimension (if any) is m.
-struct Problem<'a> {
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Operand<'a>,
-    b: Operand<'a>,
-    c: CPtr,
-    alpha: f32,
-    beta: f32,
-    row_bias: Option<&'a [f32]>,
-    col_bias: Option<&'a [f32]>,
-    relu: bool,
+/// A problem in canonical orientation (C's contiguous dimension, if any, is m), with its
+/// operands given as things to pack from: `a` is A (m × k), `bt` is Bᵀ (n × k).
+pub(crate) struct Problem<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: &'a dyn PackSource,
+    pub bt: &'a dyn PackSource,
+    pub c: CPtr,
+    pub alpha: f32,
+    pub beta: f32,
+    pub row_bias: Option<&'a [f32]>,
+    pub col_bias: Option<&'a [f32]>,
+    pub relu: bool,
 }
 
 fn operand<'a>(x: &MatRef<'a>) -> Operand<'a> {
@@ -45,42 +46,47 @@ fn operand<'a>(x: &MatRef<'a>) -> Operand<'a> {
 
 pub(super) fn run(kernel: KernelFn, bl: Blocking, a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, p: &GemmParams<'_>) {
     let (m, n, k) = (c.rows, c.cols, a.cols);
-    if m == 0 || n == 0 {
-        return;
-    }
     let (row_bias, col_bias) = match p.epilogue.bias {
         Bias::None => (None, None),
         Bias::PerRow(v) => (Some(v), None),
         Bias::PerCol(v) => (None, Some(v)),
     };
     let cptr = CPtr { ptr: c.data.as_mut_ptr(), rs: c.rs, cs: c.cs };
-    let common = |m, n, a, b, c, row_bias, col_bias| Problem {
-        m,
-        n,
-        k,
-        a,
-        b,
-        c,
-        alpha: p.alpha,
-        beta: p.beta,
-        row_bias,
-        col_bias,
-        relu: p.epilogue.relu,
-    };
     // Micro-kernels vectorise along m and want C contiguous there. A C contiguous along n
     // is handled as the transposed problem Cᵀ = Bᵀ·Aᵀ (views only, nothing moves).
-    let prob = if c.rs != 1 && c.cs == 1 {
-        let ct = CPtr { ptr: cptr.ptr, rs: c.cs, cs: c.rs };
-        common(n, m, operand(&b.t()), operand(&a.t()), ct, col_bias, row_bias)
-    } else {
-        common(m, n, operand(&a), operand(&b), cptr, row_bias, col_bias)
+    let transpose = c.rs != 1 && c.cs == 1;
+    let (a_op, bt_op) = if transpose { (operand(&b.t()), operand(&a)) } else { (operand(&a), operand(&b.t())) };
+    let prob = Problem {
+        m: if transpose { n } else { m },
+        n: if transpose { m } else { n },
+        k,
+        a: &a_op,
+        bt: &bt_op,
+        c: if transpose { CPtr { ptr: cptr.ptr, rs: c.cs, cs: c.rs } } else { cptr },
+        alpha: p.alpha,
+        beta: p.beta,
+        row_bias: if transpose { col_bias } else { row_bias },
+        col_bias: if transpose { row_bias } else { col_bias },
+        relu: p.epilogue.relu,
     };
-    let parts = p.parallelism.threads_for(super::flops(m, n, k));
+    run_problem(kernel, bl, &prob, p.parallelism);
+}
+
+/// Runs a canonical problem: splits C among threads, then the blocked loops on each part.
+///
+/// The caller guarantees that `c` is valid, for writing (and reading, when β ≠ 0), at
+/// `i·rs + j·cs` for every `i < m`, `j < n`, that those cells are distinct, and that the
+/// sources hold `m × k` and `n × k` elements.
+pub(crate) fn run_problem(kernel: KernelFn, bl: Blocking, prob: &Problem<'_>, parallelism: crate::Parallelism) {
+    if prob.m == 0 || prob.n == 0 {
+        return;
+    }
+    let parts = parallelism.threads_for(super::flops(prob.m, prob.n, prob.k));
     let (pm, pn) = split(parts, prob.m.div_ceil(bl.mr), prob.n.div_ceil(bl.nr), bl.mr, bl.nr);
     let rows = ranges(prob.m, bl.mr, pm);
     let cols = ranges(prob.n, bl.nr, pn);
     for_each_part(pm * pn, |part| {
-        with_buffers(|bufs| run_part(kernel, bl, &prob, rows[part / pn].clone(), cols[part % pn].clone(), bufs));
+        with_buffers(|bufs| run_part(kernel, bl, prob, rows[part / pn].clone(), cols[part % pn].clone(), bufs));
     });
 }
 
@@ -123,7 +129,7 @@ fn run_part(
     // A is read in place, unpacked, when its slivers are contiguous and each would be used
     // for too few B slivers to repay the copy (small n, as in im2col with few filters).
     // (k = 0 reads nothing, and A may then have no storage at all.)
-    let direct_a = pr.a.rs == 1 && cols.len() <= 4 * nr && pr.k > 0;
+    let direct = pr.a.in_place().filter(|a| a.rs == 1 && cols.len() <= 4 * nr && pr.k > 0);
     let mut scratch = ScratchTile([0.0; MAX_MR * MAX_NR]);
     let mut bias_r = [0.0f32; MAX_MR];
     let mut bias_c = [0.0f32; MAX_NR];
@@ -140,7 +146,7 @@ fn run_part(
             let kc = bl.kc.min(pr.k - pc);
             let last = pc + kc >= pr.k;
             let bpack = bufs.b.get(nc.div_ceil(nr) * nr * kc.max(1));
-            pack_block(bpack, Operand { data: pr.b.data, rs: pr.b.cs, cs: pr.b.rs }, jc, nc, pc, kc, nr);
+            pr.bt.pack_block(bpack, jc, nc, pc, kc, nr);
             let args = TileArgs {
                 alpha: pr.alpha,
                 beta: if pc == 0 { pr.beta } else { 1.0 },
@@ -152,14 +158,14 @@ fn run_part(
             for ic in rows.clone().step_by(bl.mc) {
                 let mc = bl.mc.min(rows.end - ic);
                 let apack = bufs.a.get(mc.div_ceil(mr) * mr * kc.max(1));
-                if direct_a {
+                if let Some(a) = direct {
                     // Only a ragged last sliver needs a copy (kernels read whole slivers).
                     let full = mc / mr * mr;
                     if full < mc {
-                        pack_sliver(apack, pr.a, ic + full, mc - full, pc, kc, mr);
+                        pack_sliver(apack, a, ic + full, mc - full, pc, kc, mr);
                     }
                 } else {
-                    pack_block(apack, pr.a, ic, mc, pc, kc, mr);
+                    pr.a.pack_block(apack, ic, mc, pc, kc, mr);
                 }
                 // One MR × NR tile of C at (ic + ir, jc + jr).
                 let mut tile = |ir: usize, jr: usize| {
@@ -167,12 +173,10 @@ fn run_part(
                     let bsl = &bpack[jr * kc..];
                     let nrows = mr.min(mc - ir);
                     let (i, j) = (ic + ir, jc + jr);
-                    let (a_ptr, a_step) = if direct_a && nrows == mr {
-                        (pr.a.data[i + pc * pr.a.cs..].as_ptr(), pr.a.cs)
-                    } else if direct_a {
-                        (apack.as_ptr(), mr)
-                    } else {
-                        (apack[ir * kc..].as_ptr(), mr)
+                    let (a_ptr, a_step) = match direct {
+                        Some(a) if nrows == mr => (a.data[i + pc * a.cs..].as_ptr(), a.cs),
+                        Some(_) => (apack.as_ptr(), mr),
+                        None => (apack[ir * kc..].as_ptr(), mr),
                     };
                     let mut t = TileArgs { ..args };
                     if last {

@@ -8,6 +8,30 @@
 
 use std::cell::RefCell;
 
+/// Something the GEMM driver packs operand blocks from: a strided matrix, or a virtual one
+/// such as the im2col lowering of an image (packed straight from the image).
+pub(crate) trait PackSource: Sync {
+    /// Packs rows `row0 .. row0 + len` and columns `col0 .. col0 + kc` into
+    /// `ceil(len / mr)` consecutive `mr × kc` slivers (layout in the module docs),
+    /// zero-filling rows past `len`.
+    fn pack_block(&self, dst: &mut [f32], row0: usize, len: usize, col0: usize, kc: usize, mr: usize);
+
+    /// The source as a strided matrix, if it is one (the driver may then read it in place).
+    fn in_place(&self) -> Option<Operand<'_>> {
+        None
+    }
+}
+
+impl PackSource for Operand<'_> {
+    fn pack_block(&self, dst: &mut [f32], row0: usize, len: usize, col0: usize, kc: usize, mr: usize) {
+        pack_block(dst, *self, row0, len, col0, kc, mr);
+    }
+
+    fn in_place(&self) -> Option<Operand<'_>> {
+        Some(*self)
+    }
+}
+
 /// A strided read-only operand: element `(i, j)` at `data[off + i·rs + j·cs]`.
 #[derive(Clone, Copy)]
 pub(crate) struct Operand<'a> {
