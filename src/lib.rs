@@ -15,6 +15,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod check;
+pub mod conv;
 pub mod error;
 pub mod geometry;
 pub mod reference;

@@ -34,7 +34,9 @@ use crate::parallel::Parallelism;
 use crate::simd::{self, SimdLevel};
 
 pub use blocking::Blocking;
+pub(crate) use driver::{run_problem, CPtr, Problem};
 pub use kernels::blocking_for;
+pub(crate) use pack::{Operand, PackSource};
 
 /// A read-only matrix view: `rows × cols` elements at `data[i·rs + j·cs]`.
 #[derive(Clone, Copy, Debug)]
@@ -334,6 +336,12 @@ pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, p: &GemmParams<'_>) -> 
     }
     driver::run(kernels::spec(level).func, blocking, a, b, c, p);
     Ok(())
+}
+
+/// The micro-kernel and block sizes of a level this CPU supports (checked by the caller).
+pub(crate) fn engine(level: SimdLevel) -> (kernels::KernelFn, Blocking) {
+    let spec = kernels::spec(level);
+    (spec.func, spec.blocking)
 }
 
 /// Floating-point operations of an `m×k` by `k×n` multiply: `2·m·n·k`.
