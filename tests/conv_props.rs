@@ -122,7 +122,8 @@ fn auto_choice_follows_the_documented_heuristic() {
 #[test]
 fn bitwise_identical_for_any_thread_count() {
     // (input, weight, stride, padding, groups)
-    let shapes: [([usize; 4], [usize; 4], usize, usize, usize); 5] = [
+    type Shape = ([usize; 4], [usize; 4], usize, usize, usize);
+    let shapes: [Shape; 5] = [
         ([8, 1, 28, 28], [6, 1, 5, 5], 1, 2, 1),
         ([4, 6, 14, 14], [16, 6, 5, 5], 1, 0, 1),
         ([1, 32, 30, 30], [32, 32, 3, 3], 1, 1, 1),
