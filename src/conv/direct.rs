@@ -1,19 +1,21 @@
 //! Direct convolution: register-blocked loops, vectorised over output width.
 //!
 //! A job computes `KB ≤ 6` output channels of one group for a band of output rows of one
-//! image. For each output row, columns whose every tap reads inside the input (the
-//! interior) go `V = 16` at a time through a `KB × V` accumulator block that stays in
-//! registers: each tap loads `V` inputs and broadcasts `KB` weights, `KB·V` fused
-//! multiply-adds (the same shape as the GEMM's 6×16 micro-kernel). Border columns and the
-//! ragged end take a scalar loop. Every output element is summed in the same order,
-//! `bias, then (c, r, s)` lexicographically, whichever path and job computes it, so results
-//! do not depend on the thread count.
+//! image, from a zero-padded copy of the group's input channels (so no tap needs a bounds
+//! check). Output columns go `V = 16` at a time through a `KB × V` accumulator block that
+//! stays in registers: each tap loads `V` inputs and broadcasts `KB` weights, `KB·V` fused
+//! multiply-adds (the same shape as the GEMM's 6×16 micro-kernel); the ragged last block is
+//! computed whole and stored in part. Every output element is summed in the same order,
+//! `bias, then (c, r, s)` lexicographically, whichever job computes it, so results do not
+//! depend on the thread count. Padded taps add `0·w`; with an infinite or NaN weight that
+//! is NaN where the reference skips the tap.
 //!
 //! The loops are written once as plain Rust over fixed-size arrays and compiled three
 //! times: inside `#[target_feature]` functions for AVX-512F and AVX2+FMA, where the
 //! compiler vectorises them and `mul_add` becomes a vector FMA, and for the portable
 //! baseline, where a multiply and an add are used instead of a (software) FMA.
 
+use super::scratch::with_scratch;
 use super::Conv2dPlan;
 use crate::geometry::Conv2dGeometry;
 use crate::parallel::for_each_part;
@@ -55,9 +57,6 @@ struct Ctx<'a> {
     bias: Option<&'a [f32]>,
     relu: bool,
     y: YPtr,
-    /// Interior output columns: every tap in bounds.
-    ow_lo: usize,
-    ow_hi: usize,
 }
 
 pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, y: &mut [f32]) {
@@ -66,8 +65,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
     if g.n == 0 || kg == 0 || oh_n == 0 || g.w.output == 0 {
         return;
     }
-    let (ow_lo, ow_hi) = interior(g);
-    let ctx = Ctx { g, x, w, bias, relu, y: YPtr(y.as_mut_ptr()), ow_lo, ow_hi };
+    let ctx = Ctx { g, x, w, bias, relu, y: YPtr(y.as_mut_ptr()) };
     // Jobs: images × channel blocks × row bands. Bands only split rows when the other two
     // leave threads idle (batch-1 inference).
     let threads = plan.parallelism.threads_for(g.flops());
@@ -89,19 +87,6 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
     } else {
         (0..jobs).for_each(job);
     }
-}
-
-/// The output columns `[lo, hi)` whose taps all fall inside the input.
-fn interior(g: &Conv2dGeometry) -> (usize, usize) {
-    let a = g.w;
-    let lo = a.pad_before.div_ceil(a.stride);
-    // ow·s + (S−1)·d − pl ≤ W − 1
-    let reach = (a.kernel - 1) * a.dilation;
-    let hi = match (a.input + a.pad_before).checked_sub(reach + 1) {
-        Some(v) => (v / a.stride + 1).min(a.output),
-        None => 0,
-    };
-    (lo.min(hi), hi)
 }
 
 fn run_job(level: SimdLevel, ctx: &Ctx<'_>, job: Job) {
@@ -154,6 +139,48 @@ fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
+/// The zero-padded copy of one group's input channels a job reads from: every tap of
+/// every output column, including the ragged last vector block, lands inside it, so the
+/// inner loops need no bounds logic.
+struct Padded {
+    /// Padded height and width.
+    hp: usize,
+    wp: usize,
+}
+
+impl Padded {
+    fn new(g: &Conv2dGeometry) -> Self {
+        let (h, w) = (&g.h, &g.w);
+        let hp = h.input + h.pad_before + h.pad_after;
+        // The last vector block starts at ow0 = (ceil(OW / V) − 1)·V and reads up to
+        // (ow0 + V − 1)·sw + (S − 1)·dw.
+        let last = (w.output.div_ceil(V) * V - 1) * w.stride + (w.kernel - 1) * w.dilation + 1;
+        Padded { hp, wp: (w.input + w.pad_before + w.pad_after).max(last) }
+    }
+
+    fn len(&self, channels: usize) -> usize {
+        channels * self.hp * self.wp
+    }
+
+    /// Copies `channels` planes of `x` (each `H × W`) into `buf` with the padding zeroed.
+    fn fill(&self, g: &Conv2dGeometry, x: &[f32], channels: usize, buf: &mut [f32]) {
+        let (h, w) = (&g.h, &g.w);
+        let plane = self.hp * self.wp;
+        for c in 0..channels {
+            let out = &mut buf[c * plane..(c + 1) * plane];
+            out[..h.pad_before * self.wp].fill(0.0);
+            for ih in 0..h.input {
+                let row = &mut out[(h.pad_before + ih) * self.wp..(h.pad_before + ih + 1) * self.wp];
+                row[..w.pad_before].fill(0.0);
+                let src = &x[(c * h.input + ih) * w.input..(c * h.input + ih + 1) * w.input];
+                row[w.pad_before..w.pad_before + w.input].copy_from_slice(src);
+                row[w.pad_before + w.input..].fill(0.0);
+            }
+            out[(h.pad_before + h.input) * self.wp..].fill(0.0);
+        }
+    }
+}
+
 #[inline(always)]
 fn block<const KB: usize, const FMA: bool>(ctx: &Ctx<'_>, job: Job) {
     let g = ctx.g;
@@ -161,68 +188,44 @@ fn block<const KB: usize, const FMA: bool>(ctx: &Ctx<'_>, job: Job) {
     let (r_n, s_n) = (g.h.kernel, g.w.kernel);
     let crs = cg * r_n * s_n;
     let grp = job.k0 / kg;
-    let (h_in, w_in, ow_n) = (g.h.input, g.w.input, g.w.output);
-    let plane = h_in * w_in;
-    let x_img = &ctx.x[(job.n * g.c + grp * cg) * plane..(job.n * g.c + (grp + 1) * cg) * plane];
+    let plane_in = g.h.input * g.w.input;
+    let x_grp = &ctx.x[(job.n * g.c + grp * cg) * plane_in..(job.n * g.c + (grp + 1) * cg) * plane_in];
     let w_blk = &ctx.w[job.k0 * crs..(job.k0 + KB) * crs];
     let bias: [f32; KB] = std::array::from_fn(|kb| ctx.bias.map_or(0.0, |b| b[job.k0 + kb]));
-    let (sw, dw, pl) = (g.w.stride, g.w.dilation, g.w.pad_before);
-    let mut out = [[0.0f32; V]; KB];
-    for oh in job.oh0..job.oh1 {
-        // Interior columns, V at a time.
-        let mut ow0 = ctx.ow_lo;
-        while ow0 + V <= ctx.ow_hi {
-            let mut acc: [[f32; V]; KB] = std::array::from_fn(|kb| [bias[kb]; V]);
-            for c in 0..cg {
-                let chan = &x_img[c * plane..(c + 1) * plane];
-                for r in 0..r_n {
-                    let Some(ih) = g.h.input_index(oh, r) else { continue };
-                    let row = &chan[ih * w_in..(ih + 1) * w_in];
-                    for s in 0..s_n {
-                        // Every tap of an interior column is inside the row.
-                        let base = ow0 * sw + s * dw - pl;
-                        let xv: [f32; V] = if sw == 1 {
-                            row[base..base + V].try_into().expect("V inputs")
-                        } else {
-                            std::array::from_fn(|v| row[base + v * sw])
-                        };
-                        let tap = (c * r_n + r) * s_n + s;
-                        for (kb, accr) in acc.iter_mut().enumerate() {
-                            let wv = w_blk[kb * crs + tap];
-                            for v in 0..V {
-                                accr[v] = madd::<FMA>(wv, xv[v], accr[v]);
+    let (sh, dh, sw, dw) = (g.h.stride, g.h.dilation, g.w.stride, g.w.dilation);
+    let ow_n = g.w.output;
+    let pad = Padded::new(g);
+    let plane = pad.hp * pad.wp;
+    with_scratch(pad.len(cg), |xp| {
+        pad.fill(g, x_grp, cg, xp);
+        for oh in job.oh0..job.oh1 {
+            for ow0 in (0..ow_n).step_by(V) {
+                let mut acc: [[f32; V]; KB] = std::array::from_fn(|kb| [bias[kb]; V]);
+                for c in 0..cg {
+                    for r in 0..r_n {
+                        let row_start = c * plane + (oh * sh + r * dh) * pad.wp;
+                        let row = &xp[row_start..row_start + pad.wp];
+                        for s in 0..s_n {
+                            let base = ow0 * sw + s * dw;
+                            let xv: [f32; V] = if sw == 1 {
+                                row[base..base + V].try_into().expect("V inputs")
+                            } else {
+                                std::array::from_fn(|v| row[base + v * sw])
+                            };
+                            let tap = (c * r_n + r) * s_n + s;
+                            for (kb, accr) in acc.iter_mut().enumerate() {
+                                let wv = w_blk[kb * crs + tap];
+                                for v in 0..V {
+                                    accr[v] = madd::<FMA>(wv, xv[v], accr[v]);
+                                }
                             }
                         }
                     }
                 }
+                store::<KB>(ctx, job, oh, ow0, V.min(ow_n - ow0), &acc);
             }
-            out = acc;
-            store::<KB>(ctx, job, oh, ow0, V, &out);
-            ow0 += V;
         }
-        // Border and ragged columns, one at a time.
-        for ow in (0..ctx.ow_lo).chain(ow0.max(ctx.ow_lo)..ow_n) {
-            let mut acc = bias;
-            for c in 0..cg {
-                let chan = &x_img[c * plane..(c + 1) * plane];
-                for r in 0..r_n {
-                    let Some(ih) = g.h.input_index(oh, r) else { continue };
-                    for s in 0..s_n {
-                        let Some(iw) = g.w.input_index(ow, s) else { continue };
-                        let xvs = chan[ih * w_in + iw];
-                        let tap = (c * r_n + r) * s_n + s;
-                        for (kb, a) in acc.iter_mut().enumerate() {
-                            *a = madd::<FMA>(w_blk[kb * crs + tap], xvs, *a);
-                        }
-                    }
-                }
-            }
-            for kb in 0..KB {
-                out[kb][0] = acc[kb];
-            }
-            store::<KB>(ctx, job, oh, ow, 1, &out);
-        }
-    }
+    });
 }
 
 /// Writes `len` columns starting at `ow` of output row `oh` for the job's channels.

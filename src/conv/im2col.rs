@@ -13,14 +13,8 @@
 
 use super::Conv2dPlan;
 use crate::gemm::{engine, run_problem, CPtr, Operand, PackSource, Problem};
-use crate::geometry::{Axis, Conv2dGeometry};
+use crate::geometry::Conv2dGeometry;
 use crate::parallel::{for_each_part, Parallelism};
-
-/// The input coordinate read by output `o` at tap `t`, or `None` in the padding.
-#[inline(always)]
-fn src(axis: &Axis, o: usize, t: usize) -> Option<usize> {
-    axis.input_index(o, t)
-}
 
 /// Splits a flat `(c, r, s)` index.
 #[inline(always)]
@@ -38,39 +32,73 @@ pub(super) struct Im2colRows<'a> {
 
 impl PackSource for Im2colRows<'_> {
     fn pack_block(&self, dst: &mut [f32], row0: usize, len: usize, col0: usize, kc: usize, mr: usize) {
+        match mr {
+            8 => self.pack::<8>(dst, row0, len, col0, kc),
+            16 => self.pack::<16>(dst, row0, len, col0, kc),
+            32 => self.pack::<32>(dst, row0, len, col0, kc),
+            _ => unreachable!("no kernel has mr = {mr}"),
+        }
+    }
+}
+
+impl Im2colRows<'_> {
+    /// Sliver by sliver, tap by tap. A sliver whose `MR` pixels lie in one output row, with
+    /// the tap inside the input for all of them, is one contiguous (stride 1) or strided
+    /// read of the input row; anything else (image borders, row breaks, the ragged end) goes
+    /// lane by lane.
+    fn pack<const MR: usize>(&self, dst: &mut [f32], row0: usize, len: usize, col0: usize, kc: usize) {
         let g = self.geo;
-        let (ow_n, plane) = (g.w.output, g.h.input * g.w.input);
-        let slivers = len.div_ceil(mr);
-        let dst = &mut dst[..slivers * mr * kc];
-        for p in 0..kc {
-            let (c, r, s) = crs(g, col0 + p);
-            let chan = &self.x[c * plane..(c + 1) * plane];
-            // Walk the pixels row by row of the output; write lane by lane into the slivers.
-            let (mut oh, mut ow) = (row0 / ow_n, row0 % ow_n);
-            let (mut sliver, mut lane) = (0usize, 0usize);
-            let mut q = 0;
-            while q < len {
-                let seg = (len - q).min(ow_n - ow);
-                let ih = src(&g.h, oh, r);
-                for o in ow..ow + seg {
-                    let v = match (ih, src(&g.w, o, s)) {
-                        (Some(ih), Some(iw)) => chan[ih * g.w.input + iw],
-                        _ => 0.0,
-                    };
-                    dst[(sliver * kc + p) * mr + lane] = v;
-                    lane += 1;
-                    if lane == mr {
-                        lane = 0;
-                        sliver += 1;
+        let (h, w) = (&g.h, &g.w);
+        let (ow_n, w_in, plane) = (w.output, w.input, h.input * w.input);
+        let (r_n, s_n) = (h.kernel, w.kernel);
+        for (sl, out) in dst.chunks_exact_mut(MR * kc).take(len.div_ceil(MR)).enumerate() {
+            let q0 = row0 + sl * MR;
+            let lanes = MR.min(len - sl * MR);
+            let (oh, ow0) = (q0 / ow_n, q0 % ow_n);
+            let one_row = lanes == MR && ow0 + MR <= ow_n;
+            let (mut c, mut r, mut s) = crs(g, col0);
+            for step in out.chunks_exact_mut(MR) {
+                let step: &mut [f32; MR] = step.try_into().expect("MR lanes");
+                let chan = &self.x[c * plane..(c + 1) * plane];
+                let ih = h.input_index(oh, r);
+                // Columns ow0 and ow0 + MR − 1 inside the input ⇒ every column between is.
+                let span = (w.input_index(ow0, s), w.input_index(ow0 + MR - 1, s));
+                match (one_row, ih, span) {
+                    (true, Some(ih), (Some(iw0), Some(_))) => {
+                        let start = ih * w_in + iw0;
+                        if w.stride == 1 {
+                            *step = chan[start..start + MR].try_into().expect("MR inputs");
+                        } else {
+                            for (l, v) in step.iter_mut().enumerate() {
+                                *v = chan[start + l * w.stride];
+                            }
+                        }
+                    }
+                    (true, None, _) => *step = [0.0; MR],
+                    _ => {
+                        for (l, v) in step.iter_mut().enumerate() {
+                            *v = if l < lanes {
+                                let q = q0 + l;
+                                match (h.input_index(q / ow_n, r), w.input_index(q % ow_n, s)) {
+                                    (Some(ih), Some(iw)) => chan[ih * w_in + iw],
+                                    _ => 0.0,
+                                }
+                            } else {
+                                0.0
+                            };
+                        }
                     }
                 }
-                q += seg;
-                ow = 0;
-                oh += 1;
-            }
-            // Zero the unused lanes of a ragged last sliver.
-            if lane != 0 {
-                dst[(sliver * kc + p) * mr + lane..(sliver * kc + p + 1) * mr].fill(0.0);
+                // Next tap: (c, r, s) in row-major order.
+                s += 1;
+                if s == s_n {
+                    s = 0;
+                    r += 1;
+                    if r == r_n {
+                        r = 0;
+                        c += 1;
+                    }
+                }
             }
         }
     }
@@ -87,7 +115,8 @@ pub(super) struct Im2colCols<'a> {
 impl PackSource for Im2colCols<'_> {
     fn pack_block(&self, dst: &mut [f32], row0: usize, len: usize, col0: usize, kc: usize, mr: usize) {
         let g = self.geo;
-        let (ow_n, pixels, plane) = (g.w.output, g.h.output * g.w.output, g.h.input * g.w.input);
+        let (h, w) = (&g.h, &g.w);
+        let (ow_n, pixels, plane) = (w.output, h.output * w.output, h.input * w.input);
         let slivers = len.div_ceil(mr);
         let dst = &mut dst[..slivers * mr * kc];
         if !len.is_multiple_of(mr) {
@@ -96,15 +125,25 @@ impl PackSource for Im2colCols<'_> {
         for row in 0..len {
             let (c, r, s) = crs(g, row0 + row);
             let base = (row / mr) * kc * mr + row % mr;
-            for q in 0..kc {
+            // Walk the kc pixels as runs along one output row of one image.
+            let mut q = 0;
+            while q < kc {
                 let col = col0 + q;
                 let (n, pix) = (col / pixels, col % pixels);
                 let (oh, ow) = (pix / ow_n, pix % ow_n);
-                let v = match (src(&g.h, oh, r), src(&g.w, ow, s)) {
-                    (Some(ih), Some(iw)) => self.x[(n * g.c + self.c0 + c) * plane + ih * g.w.input + iw],
-                    _ => 0.0,
-                };
-                dst[base + q * mr] = v;
+                let run = (kc - q).min(ow_n - ow);
+                let outs = dst[base + q * mr..].iter_mut().step_by(mr).take(run);
+                match h.input_index(oh, r) {
+                    None => outs.for_each(|o| *o = 0.0),
+                    Some(ih) => {
+                        let chan = &self.x[(n * g.c + self.c0 + c) * plane..][..plane];
+                        let line = &chan[ih * w.input..(ih + 1) * w.input];
+                        for (t, o) in outs.enumerate() {
+                            *o = w.input_index(ow + t, s).map_or(0.0, |iw| line[iw]);
+                        }
+                    }
+                }
+                q += run;
             }
         }
     }
