@@ -1,28 +1,24 @@
 //! Direct convolution: register-blocked loops, vectorised over output width.
 //!
 //! A job computes `KB ≤ 6` output channels of one group for a band of output rows of one
-//! image, from a zero-padded copy of the group's input channels (so no tap needs a bounds
-//! check). Output columns go `V = 16` at a time through a `KB × V` accumulator block that
-//! stays in registers: each tap loads `V` inputs and broadcasts `KB` weights, `KB·V` fused
-//! multiply-adds (the same shape as the GEMM's 6×16 micro-kernel); the ragged last block is
-//! computed whole and stored in part. Every output element is summed in the same order,
-//! `bias, then (c, r, s)` lexicographically, whichever job computes it, so results do not
-//! depend on the thread count. Padded taps add `0·w`; with an infinite or NaN weight that
-//! is NaN where the reference skips the tap.
-//!
-//! The loops are written once as plain Rust over fixed-size arrays and compiled three
-//! times: inside `#[target_feature]` functions for AVX-512F and AVX2+FMA, where the
-//! compiler vectorises them and `mul_add` becomes a vector FMA, and for the portable
-//! baseline, where a multiply and an add are used instead of a (software) FMA.
+//! image. It copies the group's input channels into a zero-padded buffer split by column
+//! phase (see [`Padded`]), so that for any stride and dilation every tap of a `V = 16`-wide
+//! tile of output columns reads 16 consecutive floats with no bounds logic, and packs the
+//! block's weights tap-major. The tile kernel ([`super::kernels`]) then holds a `KB × 16`
+//! accumulator block in registers: per tap 16 loads, `KB` broadcasts and `KB·16` fused
+//! multiply-adds, the GEMM micro-kernel's shape. The ragged last tile of a row goes through
+//! a scratch tile. Every output element is summed in the same order, `bias, then (c, r, s)`
+//! lexicographically, whichever job computes it, so results do not depend on the thread
+//! count. Padded taps add `0·w`; with an infinite or NaN weight that is NaN where the
+//! reference skips the tap.
 
-use super::scratch::with_scratch;
+use super::kernels::{self, V};
+use super::scratch::{with_index_scratch, with_scratch};
 use super::Conv2dPlan;
 use crate::geometry::Conv2dGeometry;
 use crate::parallel::for_each_part;
 use crate::simd::SimdLevel;
 
-/// Output columns per vector block.
-const V: usize = 16;
 /// Output channels per register block.
 const KB_MAX: usize = 6;
 
@@ -39,6 +35,13 @@ struct YPtr(*mut f32);
 unsafe impl Send for YPtr {}
 // SAFETY: as above.
 unsafe impl Sync for YPtr {}
+
+impl YPtr {
+    /// The pointer (a method, so closures capture the whole Sync wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 /// One unit of work.
 #[derive(Clone, Copy)]
@@ -90,156 +93,138 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
 }
 
 fn run_job(level: SimdLevel, ctx: &Ctx<'_>, job: Job) {
-    match level {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the plan checked that this CPU supports the level.
-        SimdLevel::Avx512 => unsafe { job_avx512(ctx, job) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        SimdLevel::Avx2 => unsafe { job_avx2(ctx, job) },
-        _ => job_portable(ctx, job),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn job_avx512(ctx: &Ctx<'_>, job: Job) {
-    dispatch_kb::<true>(ctx, job);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn job_avx2(ctx: &Ctx<'_>, job: Job) {
-    dispatch_kb::<true>(ctx, job);
-}
-
-fn job_portable(ctx: &Ctx<'_>, job: Job) {
-    dispatch_kb::<false>(ctx, job);
-}
-
-#[inline(always)]
-fn dispatch_kb<const FMA: bool>(ctx: &Ctx<'_>, job: Job) {
     match job.kb {
-        1 => block::<1, FMA>(ctx, job),
-        2 => block::<2, FMA>(ctx, job),
-        3 => block::<3, FMA>(ctx, job),
-        4 => block::<4, FMA>(ctx, job),
-        5 => block::<5, FMA>(ctx, job),
-        _ => block::<6, FMA>(ctx, job),
+        1 => block::<1>(ctx, job, level),
+        2 => block::<2>(ctx, job, level),
+        3 => block::<3>(ctx, job, level),
+        4 => block::<4>(ctx, job, level),
+        5 => block::<5>(ctx, job, level),
+        _ => block::<6>(ctx, job, level),
     }
 }
 
-/// `a·b + c`, fused where the target has FMA (one rounding), else multiply then add.
-#[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
-}
-
-/// The zero-padded copy of one group's input channels a job reads from: every tap of
-/// every output column, including the ragged last vector block, lands inside it, so the
-/// inner loops need no bounds logic.
+/// The zero-padded copy of one group's input channels that a job reads from, split by
+/// column phase: with horizontal stride `sw`, padded column `col` is stored in phase
+/// `col % sw` at position `col / sw`. Output column `ow` at tap `s` reads padded column
+/// `ow·sw + s·dw`, i.e. phase `(s·dw) % sw` at `ow + (s·dw) / sw`, so consecutive output
+/// columns read consecutive floats for every stride. Rows and phases have slack so that the
+/// ragged last tile of a row reads inside the buffer.
 struct Padded {
-    /// Padded height and width.
+    /// Padded rows.
     hp: usize,
-    wp: usize,
+    /// Floats per phase of a row.
+    wq: usize,
+    /// Phases (the horizontal stride).
+    phases: usize,
 }
 
 impl Padded {
     fn new(g: &Conv2dGeometry) -> Self {
         let (h, w) = (&g.h, &g.w);
         let hp = h.input + h.pad_before + h.pad_after;
-        // The last vector block starts at ow0 = (ceil(OW / V) − 1)·V and reads up to
-        // (ow0 + V − 1)·sw + (S − 1)·dw.
-        let last = (w.output.div_ceil(V) * V - 1) * w.stride + (w.kernel - 1) * w.dilation + 1;
-        Padded { hp, wp: (w.input + w.pad_before + w.pad_after).max(last) }
+        let wp = w.input + w.pad_before + w.pad_after;
+        let phases = w.stride;
+        let max_shift = (w.kernel - 1) * w.dilation / phases;
+        let wq = wp.div_ceil(phases).max(w.output.div_ceil(V) * V + max_shift);
+        Padded { hp, wq, phases }
     }
 
-    fn len(&self, channels: usize) -> usize {
-        channels * self.hp * self.wp
+    fn row_len(&self) -> usize {
+        self.phases * self.wq
     }
 
-    /// Copies `channels` planes of `x` (each `H × W`) into `buf` with the padding zeroed.
+    fn plane(&self) -> usize {
+        self.hp * self.row_len()
+    }
+
+    /// Offset of tap (c, r, s) from a tile's base.
+    fn tap_offset(&self, g: &Conv2dGeometry, c: usize, r: usize, s: usize) -> usize {
+        let col = s * g.w.dilation;
+        c * self.plane() + r * g.h.dilation * self.row_len() + (col % self.phases) * self.wq + col / self.phases
+    }
+
+    /// Copies `channels` planes of `x` (each `H × W`) into `buf`, padding zeroed.
     fn fill(&self, g: &Conv2dGeometry, x: &[f32], channels: usize, buf: &mut [f32]) {
         let (h, w) = (&g.h, &g.w);
-        let plane = self.hp * self.wp;
+        let buf = &mut buf[..channels * self.plane()];
+        buf.fill(0.0);
         for c in 0..channels {
-            let out = &mut buf[c * plane..(c + 1) * plane];
-            out[..h.pad_before * self.wp].fill(0.0);
             for ih in 0..h.input {
-                let row = &mut out[(h.pad_before + ih) * self.wp..(h.pad_before + ih + 1) * self.wp];
-                row[..w.pad_before].fill(0.0);
+                let row = &mut buf[c * self.plane() + (h.pad_before + ih) * self.row_len()..][..self.row_len()];
                 let src = &x[(c * h.input + ih) * w.input..(c * h.input + ih + 1) * w.input];
-                row[w.pad_before..w.pad_before + w.input].copy_from_slice(src);
-                row[w.pad_before + w.input..].fill(0.0);
+                if self.phases == 1 {
+                    row[w.pad_before..w.pad_before + w.input].copy_from_slice(src);
+                } else {
+                    for (iw, &v) in src.iter().enumerate() {
+                        let col = w.pad_before + iw;
+                        row[(col % self.phases) * self.wq + col / self.phases] = v;
+                    }
+                }
             }
-            out[(h.pad_before + h.input) * self.wp..].fill(0.0);
         }
     }
 }
 
-#[inline(always)]
-fn block<const KB: usize, const FMA: bool>(ctx: &Ctx<'_>, job: Job) {
+/// One job: pad the group's input, pack the block's weights tap-major, then run the tile
+/// kernel over every `V`-column tile of the band's rows.
+fn block<const KB: usize>(ctx: &Ctx<'_>, job: Job, level: SimdLevel) {
     let g = ctx.g;
     let (cg, kg) = (g.c_per_group(), g.k_per_group());
     let (r_n, s_n) = (g.h.kernel, g.w.kernel);
-    let crs = cg * r_n * s_n;
+    let taps = cg * r_n * s_n;
     let grp = job.k0 / kg;
     let plane_in = g.h.input * g.w.input;
     let x_grp = &ctx.x[(job.n * g.c + grp * cg) * plane_in..(job.n * g.c + (grp + 1) * cg) * plane_in];
-    let w_blk = &ctx.w[job.k0 * crs..(job.k0 + KB) * crs];
     let bias: [f32; KB] = std::array::from_fn(|kb| ctx.bias.map_or(0.0, |b| b[job.k0 + kb]));
-    let (sh, dh, sw, dw) = (g.h.stride, g.h.dilation, g.w.stride, g.w.dilation);
-    let ow_n = g.w.output;
     let pad = Padded::new(g);
-    let plane = pad.hp * pad.wp;
-    with_scratch(pad.len(cg), |xp| {
+    let kernel = kernels::tile::<KB>(level);
+    let (oh_n, ow_n) = (g.h.output, g.w.output);
+    let pixels = oh_n * ow_n;
+    let xp_len = cg * pad.plane();
+    with_scratch(xp_len + taps * KB + KB * V, |buf| {
+        let (xp, rest) = buf.split_at_mut(xp_len);
+        let (wpack, tile) = rest.split_at_mut(taps * KB);
         pad.fill(g, x_grp, cg, xp);
-        for oh in job.oh0..job.oh1 {
-            for ow0 in (0..ow_n).step_by(V) {
-                let mut acc: [[f32; V]; KB] = std::array::from_fn(|kb| [bias[kb]; V]);
-                for c in 0..cg {
-                    for r in 0..r_n {
-                        let row_start = c * plane + (oh * sh + r * dh) * pad.wp;
-                        let row = &xp[row_start..row_start + pad.wp];
-                        for s in 0..s_n {
-                            let base = ow0 * sw + s * dw;
-                            let xv: [f32; V] = if sw == 1 {
-                                row[base..base + V].try_into().expect("V inputs")
-                            } else {
-                                std::array::from_fn(|v| row[base + v * sw])
-                            };
-                            let tap = (c * r_n + r) * s_n + s;
-                            for (kb, accr) in acc.iter_mut().enumerate() {
-                                let wv = w_blk[kb * crs + tap];
-                                for v in 0..V {
-                                    accr[v] = madd::<FMA>(wv, xv[v], accr[v]);
-                                }
+        for t in 0..taps {
+            for kb in 0..KB {
+                wpack[t * KB + kb] = ctx.w[(job.k0 + kb) * taps + t];
+            }
+        }
+        with_index_scratch(taps, |off| {
+            for (t, o) in off.iter_mut().enumerate() {
+                let (c, r, s) = (t / (r_n * s_n), (t / s_n) % r_n, t % s_n);
+                *o = pad.tap_offset(g, c, r, s);
+            }
+            let args = kernels::Taps { count: taps, off, w: wpack, bias, relu: ctx.relu };
+            for oh in job.oh0..job.oh1 {
+                let row_base = oh * g.h.stride * pad.row_len();
+                for ow0 in (0..ow_n).step_by(V) {
+                    let base = row_base + ow0;
+                    debug_assert!(base + args.off[taps - 1] + V <= xp.len());
+                    let y_off = (job.n * g.k + job.k0) * pixels + oh * ow_n + ow0;
+                    let whole = ow0 + V <= ow_n;
+                    let (dst, stride) = if whole {
+                        // SAFETY: y_off + kb·pixels + v < N·K·OH·OW for kb < KB, v < V, as the
+                        // tile is whole; these cells belong to this job alone.
+                        (unsafe { ctx.y.get().add(y_off) }, pixels)
+                    } else {
+                        (tile.as_mut_ptr(), V)
+                    };
+                    // SAFETY: the padded buffer has slack for every tap of every tile (see
+                    // Padded), `off` and `wpack` hold `taps` entries, `dst` is valid for KB
+                    // rows of V floats at `stride`, and the plan checked the CPU's level.
+                    unsafe { kernel(&args, xp.as_ptr().add(base), dst, stride) };
+                    if !whole {
+                        for kb in 0..KB {
+                            let n_valid = ow_n - ow0;
+                            for (v, &val) in tile[kb * V..kb * V + n_valid].iter().enumerate() {
+                                // SAFETY: as above, for the valid columns of a ragged tile.
+                                unsafe { *ctx.y.get().add(y_off + kb * pixels + v) = val };
                             }
                         }
                     }
                 }
-                store::<KB>(ctx, job, oh, ow0, V.min(ow_n - ow0), &acc);
             }
-        }
+        });
     });
-}
-
-/// Writes `len` columns starting at `ow` of output row `oh` for the job's channels.
-#[inline(always)]
-fn store<const KB: usize>(ctx: &Ctx<'_>, job: Job, oh: usize, ow: usize, len: usize, vals: &[[f32; V]; KB]) {
-    let g = ctx.g;
-    let (oh_n, ow_n) = (g.h.output, g.w.output);
-    for (kb, row) in vals.iter().enumerate() {
-        let start = ((job.n * g.k + job.k0 + kb) * oh_n + oh) * ow_n + ow;
-        for (v, &val) in row.iter().enumerate().take(len) {
-            let val = if ctx.relu && val < 0.0 { 0.0 } else { val };
-            // SAFETY: n < N, k0 + kb < K, oh < OH and ow + v < OW, so the cell is inside y,
-            // and it belongs to this job alone (its image, channel block and row band).
-            unsafe { *ctx.y.0.add(start + v) = val };
-        }
-    }
 }

@@ -33,6 +33,7 @@
 mod backward;
 mod direct;
 mod im2col;
+mod kernels;
 mod scratch;
 
 use crate::error::{expect_shape, Error, Result};
