@@ -13,6 +13,7 @@
 //! reference skips the tap.
 
 use super::kernels::{self, V};
+use super::padded::Padded;
 use super::scratch::{with_index_scratch, with_scratch};
 use super::Conv2dPlan;
 use crate::geometry::Conv2dGeometry;
@@ -100,68 +101,6 @@ fn run_job(level: SimdLevel, ctx: &Ctx<'_>, job: Job) {
         4 => block::<4>(ctx, job, level),
         5 => block::<5>(ctx, job, level),
         _ => block::<6>(ctx, job, level),
-    }
-}
-
-/// The zero-padded copy of one group's input channels that a job reads from, split by
-/// column phase: with horizontal stride `sw`, padded column `col` is stored in phase
-/// `col % sw` at position `col / sw`. Output column `ow` at tap `s` reads padded column
-/// `ow·sw + s·dw`, i.e. phase `(s·dw) % sw` at `ow + (s·dw) / sw`, so consecutive output
-/// columns read consecutive floats for every stride. Rows and phases have slack so that the
-/// ragged last tile of a row reads inside the buffer.
-struct Padded {
-    /// Padded rows.
-    hp: usize,
-    /// Floats per phase of a row.
-    wq: usize,
-    /// Phases (the horizontal stride).
-    phases: usize,
-}
-
-impl Padded {
-    fn new(g: &Conv2dGeometry) -> Self {
-        let (h, w) = (&g.h, &g.w);
-        let hp = h.input + h.pad_before + h.pad_after;
-        let wp = w.input + w.pad_before + w.pad_after;
-        let phases = w.stride;
-        let max_shift = (w.kernel - 1) * w.dilation / phases;
-        let wq = wp.div_ceil(phases).max(w.output.div_ceil(V) * V + max_shift);
-        Padded { hp, wq, phases }
-    }
-
-    fn row_len(&self) -> usize {
-        self.phases * self.wq
-    }
-
-    fn plane(&self) -> usize {
-        self.hp * self.row_len()
-    }
-
-    /// Offset of tap (c, r, s) from a tile's base.
-    fn tap_offset(&self, g: &Conv2dGeometry, c: usize, r: usize, s: usize) -> usize {
-        let col = s * g.w.dilation;
-        c * self.plane() + r * g.h.dilation * self.row_len() + (col % self.phases) * self.wq + col / self.phases
-    }
-
-    /// Copies `channels` planes of `x` (each `H × W`) into `buf`, padding zeroed.
-    fn fill(&self, g: &Conv2dGeometry, x: &[f32], channels: usize, buf: &mut [f32]) {
-        let (h, w) = (&g.h, &g.w);
-        let buf = &mut buf[..channels * self.plane()];
-        buf.fill(0.0);
-        for c in 0..channels {
-            for ih in 0..h.input {
-                let row = &mut buf[c * self.plane() + (h.pad_before + ih) * self.row_len()..][..self.row_len()];
-                let src = &x[(c * h.input + ih) * w.input..(c * h.input + ih + 1) * w.input];
-                if self.phases == 1 {
-                    row[w.pad_before..w.pad_before + w.input].copy_from_slice(src);
-                } else {
-                    for (iw, &v) in src.iter().enumerate() {
-                        let col = w.pad_before + iw;
-                        row[(col % self.phases) * self.wq + col / self.phases] = v;
-                    }
-                }
-            }
-        }
     }
 }
 

@@ -11,6 +11,8 @@
 //! pass; [`Im2colCols`] packs `Col` (rows = `(c,r,s)`, columns = pixels of every image) for
 //! backward-weight.
 
+use super::padded::Padded;
+use super::scratch::{with_index_scratch, with_scratch};
 use super::Conv2dPlan;
 use crate::gemm::{engine, run_problem, CPtr, Operand, PackSource, Problem};
 use crate::geometry::Conv2dGeometry;
@@ -24,9 +26,13 @@ fn crs(geo: &Conv2dGeometry, j: usize) -> (usize, usize, usize) {
 }
 
 /// `Colᵀ` of one image and group: row `i` = output pixel `(i / OW, i % OW)`, column `j` =
-/// `(c, r, s)`. `x` starts at the group's first input channel of the image.
+/// tap `(c, r, s)`, read from the group's [`Padded`] copy `xp`: pixel `(oh, ow)` at tap `t`
+/// is `xp[oh·sh·row_len + ow + tap_off[t]]`, so the pixels of one output row are
+/// consecutive floats for every tap and no read needs a bounds check.
 pub(super) struct Im2colRows<'a> {
-    pub x: &'a [f32],
+    pub xp: &'a [f32],
+    pub pad: &'a Padded,
+    pub tap_off: &'a [usize],
     pub geo: &'a Conv2dGeometry,
 }
 
@@ -42,62 +48,40 @@ impl PackSource for Im2colRows<'_> {
 }
 
 impl Im2colRows<'_> {
-    /// Sliver by sliver, tap by tap. A sliver whose `MR` pixels lie in one output row, with
-    /// the tap inside the input for all of them, is one contiguous (stride 1) or strided
-    /// read of the input row; anything else (image borders, row breaks, the ragged end) goes
-    /// lane by lane.
+    /// Sliver by sliver: split the sliver's pixels into runs along output rows (one run
+    /// unless the sliver wraps a row), then copy each run for every tap.
     fn pack<const MR: usize>(&self, dst: &mut [f32], row0: usize, len: usize, col0: usize, kc: usize) {
         let g = self.geo;
-        let (h, w) = (&g.h, &g.w);
-        let (ow_n, w_in, plane) = (w.output, w.input, h.input * w.input);
-        let (r_n, s_n) = (h.kernel, w.kernel);
+        let ow_n = g.w.output;
+        let row_step = g.h.stride * self.pad.row_len();
+        let taps = &self.tap_off[col0..col0 + kc];
         for (sl, out) in dst.chunks_exact_mut(MR * kc).take(len.div_ceil(MR)).enumerate() {
             let q0 = row0 + sl * MR;
             let lanes = MR.min(len - sl * MR);
-            let (oh, ow0) = (q0 / ow_n, q0 % ow_n);
-            let one_row = lanes == MR && ow0 + MR <= ow_n;
-            let (mut c, mut r, mut s) = crs(g, col0);
-            for step in out.chunks_exact_mut(MR) {
-                let step: &mut [f32; MR] = step.try_into().expect("MR lanes");
-                let chan = &self.x[c * plane..(c + 1) * plane];
-                let ih = h.input_index(oh, r);
-                // Columns ow0 and ow0 + MR − 1 inside the input ⇒ every column between is.
-                let span = (w.input_index(ow0, s), w.input_index(ow0 + MR - 1, s));
-                match (one_row, ih, span) {
-                    (true, Some(ih), (Some(iw0), Some(_))) => {
-                        let start = ih * w_in + iw0;
-                        if w.stride == 1 {
-                            *step = chan[start..start + MR].try_into().expect("MR inputs");
-                        } else {
-                            for (l, v) in step.iter_mut().enumerate() {
-                                *v = chan[start + l * w.stride];
-                            }
-                        }
-                    }
-                    (true, None, _) => *step = [0.0; MR],
-                    _ => {
-                        for (l, v) in step.iter_mut().enumerate() {
-                            *v = if l < lanes {
-                                let q = q0 + l;
-                                match (h.input_index(q / ow_n, r), w.input_index(q % ow_n, s)) {
-                                    (Some(ih), Some(iw)) => chan[ih * w_in + iw],
-                                    _ => 0.0,
-                                }
-                            } else {
-                                0.0
-                            };
-                        }
-                    }
+            // Runs: (first lane, length, base offset in xp).
+            let mut runs = [(0usize, 0usize, 0usize); MR];
+            let mut count = 0;
+            let (mut oh, mut ow, mut lane) = (q0 / ow_n, q0 % ow_n, 0);
+            while lane < lanes {
+                let run = (lanes - lane).min(ow_n - ow);
+                runs[count] = (lane, run, oh * row_step + ow);
+                count += 1;
+                lane += run;
+                ow = 0;
+                oh += 1;
+            }
+            if count == 1 && lanes == MR {
+                let base = runs[0].2;
+                for (step, &t) in out.chunks_exact_mut(MR).zip(taps) {
+                    let step: &mut [f32; MR] = step.try_into().expect("MR lanes");
+                    *step = self.xp[base + t..base + t + MR].try_into().expect("MR inputs");
                 }
-                // Next tap: (c, r, s) in row-major order.
-                s += 1;
-                if s == s_n {
-                    s = 0;
-                    r += 1;
-                    if r == r_n {
-                        r = 0;
-                        c += 1;
+            } else {
+                for (step, &t) in out.chunks_exact_mut(MR).zip(taps) {
+                    for &(l0, n, base) in &runs[..count] {
+                        step[l0..l0 + n].copy_from_slice(&self.xp[base + t..base + t + n]);
                     }
+                    step[lanes..].fill(0.0);
                 }
             }
         }
@@ -214,29 +198,44 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
     let outer = threads > 1 && jobs >= 2 * threads && per_job < 4.0e7;
     let inner = if outer { Parallelism::Sequential } else { plan.parallelism };
     let y_ptr = YPtr(y.as_mut_ptr());
+    let pointwise = is_pointwise(g);
+    let pad = Padded::new(g);
     let job = |j: usize| {
         let (n, grp) = (j / g.groups, j % g.groups);
         let xg = &x[(n * g.c + grp * cg) * plane_in..(n * g.c + (grp + 1) * cg) * plane_in];
         let wg = Operand { data: &w[grp * kg * crs_len..(grp + 1) * kg * crs_len], rs: crs_len, cs: 1 };
-        let rows = Im2colRows { x: xg, geo: g };
-        let pointwise = Operand { data: xg, rs: 1, cs: plane_in };
-        let a: &dyn PackSource = if is_pointwise(g) { &pointwise } else { &rows };
-        let prob = Problem {
-            m: pixels,
-            n: kg,
-            k: crs_len,
-            a,
-            bt: &wg,
-            // SAFETY: the offset is that of y[n, grp·kg, 0, 0], inside y (n < N, grp < G).
-            c: CPtr { ptr: unsafe { y_ptr.get().add((n * g.k + grp * kg) * pixels) }, rs: 1, cs: pixels },
-            alpha: 1.0,
-            beta: 0.0,
-            row_bias: None,
-            col_bias: bias.map(|b| &b[grp * kg..(grp + 1) * kg]),
-            relu,
+        let run = |a: &dyn PackSource| {
+            let prob = Problem {
+                m: pixels,
+                n: kg,
+                k: crs_len,
+                a,
+                bt: &wg,
+                // SAFETY: the offset is that of y[n, grp·kg, 0, 0], inside y (n < N, grp < G).
+                c: CPtr { ptr: unsafe { y_ptr.get().add((n * g.k + grp * kg) * pixels) }, rs: 1, cs: pixels },
+                alpha: 1.0,
+                beta: 0.0,
+                row_bias: None,
+                col_bias: bias.map(|b| &b[grp * kg..(grp + 1) * kg]),
+                relu,
+            };
+            // The C block (pixels × kg at stride pixels) lies inside y and is this job's alone.
+            run_problem(kernel, blocking, &prob, inner);
         };
-        // The C block (pixels × kg at stride pixels) lies inside y and is this job's alone.
-        run_problem(kernel, blocking, &prob, inner);
+        if pointwise {
+            run(&Operand { data: xg, rs: 1, cs: plane_in });
+            return;
+        }
+        with_scratch(cg * pad.plane(), |xp| {
+            pad.fill(g, xg, cg, xp);
+            with_index_scratch(crs_len, |tap_off| {
+                for (t, o) in tap_off.iter_mut().enumerate() {
+                    let (c, r, s) = crs(g, t);
+                    *o = pad.tap_offset(g, c, r, s);
+                }
+                run(&Im2colRows { xp, pad: &pad, tap_off, geo: g });
+            });
+        });
     };
     if outer {
         for_each_part(jobs, job);

@@ -34,6 +34,7 @@ mod backward;
 mod direct;
 mod im2col;
 mod kernels;
+mod padded;
 mod scratch;
 
 use crate::error::{expect_shape, Error, Result};
