@@ -11,10 +11,13 @@
 //! All three are bitwise identical for any thread count: threads split images (data),
 //! output blocks (weight) or channels (bias), never a sum.
 
-use super::im2col::{GradOutRows, Im2colCols};
-use super::scratch::with_scratch;
+use super::im2col::Im2colTaps;
+use super::padded::Padded;
+use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
 use super::Conv2dPlan;
-use crate::gemm::{engine, gemm, run_problem, CPtr, GemmParams, MatMut, MatRef, Problem};
+use super::{direct, im2col, Algorithm};
+use crate::gemm::{engine, gemm, run_problem, CPtr, GemmParams, MatMut, MatRef, Operand, Problem};
+use crate::geometry::{Conv2dGeometry, Conv2dParams, Padding};
 use crate::parallel::{for_each_part, Parallelism};
 
 /// Floats in one column tile of backward-data (1 MiB: half of L2 and then some, shared with
@@ -30,9 +33,60 @@ fn pointwise(plan: &Conv2dPlan) -> bool {
         && g.h.pad_before + g.h.pad_after + g.w.pad_before + g.w.pad_after == 0
 }
 
+/// For a stride-1 convolution whose padding on each side is at most the kernel's reach
+/// `d·(R−1)`, backward-data is a forward convolution: `dX = conv(dY, W')` with
+/// `W'[g·C/G + c, kk, r, s] = W[g·K/G + kk, c, R−1−r, S−1−s]`, the same groups and dilation,
+/// and padding `d·(R−1) − p` on each side. Returns the shapes and parameters of that
+/// convolution.
+pub(super) fn transposed_params(g: &Conv2dGeometry) -> Option<([usize; 4], [usize; 4], Conv2dParams)> {
+    let (h, w) = (&g.h, &g.w);
+    if h.stride != 1 || w.stride != 1 {
+        return None;
+    }
+    let (reach_h, reach_w) = ((h.kernel - 1) * h.dilation, (w.kernel - 1) * w.dilation);
+    let padding = Padding::Explicit {
+        top: reach_h.checked_sub(h.pad_before)?,
+        bottom: reach_h.checked_sub(h.pad_after)?,
+        left: reach_w.checked_sub(w.pad_before)?,
+        right: reach_w.checked_sub(w.pad_after)?,
+    };
+    let params = Conv2dParams { stride: (1, 1), dilation: (h.dilation, w.dilation), padding, groups: g.groups };
+    Some((g.output_shape(), [g.c, g.k_per_group(), h.kernel, w.kernel], params))
+}
+
+/// `W'` of [`transposed_params`] from `W`.
+fn transpose_weight(g: &Conv2dGeometry, w: &[f32]) -> Vec<f32> {
+    let (cg, kg, r_n, s_n) = (g.c_per_group(), g.k_per_group(), g.h.kernel, g.w.kernel);
+    let mut out = vec![0.0; w.len()];
+    for grp in 0..g.groups {
+        for kk in 0..kg {
+            for c in 0..cg {
+                for r in 0..r_n {
+                    for s in 0..s_n {
+                        let src = (((grp * kg + kk) * cg + c) * r_n + r) * s_n + s;
+                        let dst = (((grp * cg + c) * kg + kk) * r_n + (r_n - 1 - r)) * s_n + (s_n - 1 - s);
+                        out[dst] = w[src];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The input gradient, overwriting `dx`.
 pub(super) fn data(plan: &Conv2dPlan, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let g = &plan.geo;
+    if let Some(t) = &plan.transposed {
+        let wt = transpose_weight(g, w);
+        let tg = t.geo;
+        match t.algorithm {
+            Algorithm::Im2col | Algorithm::Auto => im2col::forward(t, dy, &wt, None, false, dx),
+            Algorithm::Direct | Algorithm::Depthwise => direct::forward(t, dy, &wt, None, false, dx),
+        }
+        debug_assert_eq!(tg.output_shape(), g.input_shape());
+        return;
+    }
     dx.fill(0.0);
     let (cg, kg, crs_len) = (g.c_per_group(), g.k_per_group(), g.reduction_len());
     let pixels = g.h.output * g.w.output;
@@ -117,32 +171,97 @@ impl DxPtr {
     }
 }
 
-/// The weight gradient, overwriting `dw`.
+/// Images are summed in at most this many chunks, each into its own partial gradient;
+/// the partials are then added in chunk order. The count depends only on the batch size,
+/// never on the thread count, so the summation order is fixed.
+const WEIGHT_CHUNKS: usize = 8;
+
+/// The weight gradient, overwriting `dw`: per image and group `dW_gᵀ += Col · dY_gᵀ`, a GEMM
+/// whose A operand is packed from a padded copy of the image (rows = taps, columns =
+/// pixels) and whose B operand is the image's output gradient read as a matrix.
 pub(super) fn weight(plan: &Conv2dPlan, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let g = &plan.geo;
+    let chunks = g.n.clamp(1, WEIGHT_CHUNKS);
+    let per_image = 2.0 * (g.groups * g.reduction_len() * g.k_per_group() * g.h.output * g.w.output) as f64;
+    let threads = plan.parallelism.threads_for(per_image * g.n as f64);
+    if chunks == 1 {
+        return weight_images(plan, x, dy, 0..g.n, dw, plan.parallelism);
+    }
+    let len = dw.len();
+    with_scratch2(chunks * len, |partials| {
+        let ptr = DxPtr(partials.as_mut_ptr());
+        let chunk = |ci: usize| {
+            // SAFETY: chunk ci owns partials[ci·len .. (ci+1)·len], inside the buffer, which
+            // outlives the parallel section.
+            let part = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(ci * len), len) };
+            let images = g.n * ci / chunks..g.n * (ci + 1) / chunks;
+            weight_images(plan, x, dy, images, part, Parallelism::Sequential);
+        };
+        if threads > 1 {
+            for_each_part(chunks, chunk);
+        } else {
+            (0..chunks).for_each(chunk);
+        }
+        dw.copy_from_slice(&partials[..len]);
+        for part in partials.chunks_exact(len).skip(1) {
+            dw.iter_mut().zip(part).for_each(|(d, p)| *d += p);
+        }
+    });
+}
+
+/// `out = Σ_{n ∈ images} dW(n)`, images in order.
+fn weight_images(
+    plan: &Conv2dPlan,
+    x: &[f32],
+    dy: &[f32],
+    images: std::ops::Range<usize>,
+    out: &mut [f32],
+    parallelism: Parallelism,
+) {
     let g = &plan.geo;
     let (kernel, blocking) = engine(plan.level);
     let (cg, kg, crs_len) = (g.c_per_group(), g.k_per_group(), g.reduction_len());
     let pixels = g.h.output * g.w.output;
-    for grp in 0..g.groups {
-        let dwg = &mut dw[grp * kg * crs_len..(grp + 1) * kg * crs_len];
-        let a = Im2colCols { x, geo: g, c0: grp * cg };
-        let bt = GradOutRows { dy, geo: g, k0: grp * kg };
-        let prob = Problem {
-            m: crs_len,
-            n: kg,
-            k: g.n * pixels,
-            a: &a,
-            bt: &bt,
-            // dW_gᵀ: element (j, kk) of the product is dw_g[kk·CRS + j].
-            c: CPtr { ptr: dwg.as_mut_ptr(), rs: 1, cs: crs_len },
-            alpha: 1.0,
-            beta: 0.0,
-            row_bias: None,
-            col_bias: None,
-            relu: false,
-        };
-        // The C block (crs × kg at stride crs) is exactly dwg, borrowed mutably here.
-        run_problem(kernel, blocking, &prob, plan.parallelism);
+    let plane_in = g.h.input * g.w.input;
+    let pad = Padded::new(g);
+    if images.is_empty() {
+        out.fill(0.0);
+        return;
+    }
+    let first = images.start;
+    for n in images {
+        for grp in 0..g.groups {
+            let xg = &x[(n * g.c + grp * cg) * plane_in..(n * g.c + (grp + 1) * cg) * plane_in];
+            let dy_g = &dy[(n * g.k + grp * kg) * pixels..(n * g.k + (grp + 1) * kg) * pixels];
+            let out_g = &mut out[grp * kg * crs_len..(grp + 1) * kg * crs_len];
+            let bt = Operand { data: dy_g, rs: pixels, cs: 1 };
+            with_scratch(cg * pad.plane(), |xp| {
+                pad.fill(g, xg, cg, xp);
+                with_index_scratch(crs_len, |tap_off| {
+                    for (t, o) in tap_off.iter_mut().enumerate() {
+                        let (c, r, s) = (t / (g.h.kernel * g.w.kernel), (t / g.w.kernel) % g.h.kernel, t % g.w.kernel);
+                        *o = pad.tap_offset(g, c, r, s);
+                    }
+                    let a = Im2colTaps { xp, pad: &pad, tap_off, geo: g };
+                    let prob = Problem {
+                        m: crs_len,
+                        n: kg,
+                        k: pixels,
+                        a: &a,
+                        bt: &bt,
+                        // dW_gᵀ: element (j, kk) of the product is out_g[kk·CRS + j].
+                        c: CPtr { ptr: out_g.as_mut_ptr(), rs: 1, cs: crs_len },
+                        alpha: 1.0,
+                        beta: if n == first { 0.0 } else { 1.0 },
+                        row_bias: None,
+                        col_bias: None,
+                        relu: false,
+                    };
+                    // The C block (crs × kg at stride crs) is exactly out_g, borrowed here.
+                    run_problem(kernel, blocking, &prob, parallelism);
+                });
+            });
+        }
     }
 }
 

@@ -14,7 +14,7 @@
 
 use super::kernels::{self, V};
 use super::padded::Padded;
-use super::scratch::{with_index_scratch, with_scratch};
+use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
 use super::Conv2dPlan;
 use crate::geometry::Conv2dGeometry;
 use crate::parallel::for_each_part;
@@ -56,7 +56,7 @@ struct Job {
 
 struct Ctx<'a> {
     g: &'a Conv2dGeometry,
-    x: &'a [f32],
+
     w: &'a [f32],
     bias: Option<&'a [f32]>,
     relu: bool,
@@ -69,61 +69,73 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
     if g.n == 0 || kg == 0 || oh_n == 0 || g.w.output == 0 {
         return;
     }
-    let ctx = Ctx { g, x, w, bias, relu, y: YPtr(y.as_mut_ptr()) };
-    // Jobs: images × channel blocks × row bands. Bands only split rows when the other two
-    // leave threads idle (batch-1 inference).
-    let threads = plan.parallelism.threads_for(g.flops());
-    let blocks_per_group = kg.div_ceil(KB_MAX);
-    let coarse = g.n * g.groups * blocks_per_group;
-    let bands = if threads > 1 && coarse < 4 * threads { (4 * threads).div_ceil(coarse).min(oh_n) } else { 1 };
-    let jobs = coarse * bands;
-    let job = |j: usize| {
-        let (rest, band) = (j / bands, j % bands);
-        let (n, blk) = (rest / (g.groups * blocks_per_group), rest % (g.groups * blocks_per_group));
-        let (grp, b) = (blk / blocks_per_group, blk % blocks_per_group);
-        let k0 = grp * kg + b * KB_MAX;
-        let kb = KB_MAX.min(kg - b * KB_MAX);
-        let job = Job { n, k0, kb, oh0: oh_n * band / bands, oh1: oh_n * (band + 1) / bands };
-        run_job(plan.level, &ctx, job);
-    };
-    if threads > 1 && jobs > 1 {
-        for_each_part(jobs, job);
-    } else {
-        (0..jobs).for_each(job);
-    }
-}
-
-fn run_job(level: SimdLevel, ctx: &Ctx<'_>, job: Job) {
-    match job.kb {
-        1 => block::<1>(ctx, job, level),
-        2 => block::<2>(ctx, job, level),
-        3 => block::<3>(ctx, job, level),
-        4 => block::<4>(ctx, job, level),
-        5 => block::<5>(ctx, job, level),
-        _ => block::<6>(ctx, job, level),
-    }
-}
-
-/// One job: pad the group's input, pack the block's weights tap-major, then run the tile
-/// kernel over every `V`-column tile of the band's rows.
-fn block<const KB: usize>(ctx: &Ctx<'_>, job: Job, level: SimdLevel) {
-    let g = ctx.g;
-    let (cg, kg) = (g.c_per_group(), g.k_per_group());
-    let (r_n, s_n) = (g.h.kernel, g.w.kernel);
-    let taps = cg * r_n * s_n;
-    let grp = job.k0 / kg;
-    let plane_in = g.h.input * g.w.input;
-    let x_grp = &ctx.x[(job.n * g.c + grp * cg) * plane_in..(job.n * g.c + (grp + 1) * cg) * plane_in];
-    let bias: [f32; KB] = std::array::from_fn(|kb| ctx.bias.map_or(0.0, |b| b[job.k0 + kb]));
+    let ctx = Ctx { g, w, bias, relu, y: YPtr(y.as_mut_ptr()) };
     let pad = Padded::new(g);
+    let cg = g.c_per_group();
+    let threads = plan.parallelism.threads_for(g.flops());
+    let units = g.n * g.groups;
+    let blocks = kg.div_ceil(KB_MAX);
+    // A unit is one (image, group): its input is padded once and read by every channel
+    // block. Threads take whole units when there are plenty; otherwise each unit's channel
+    // blocks and row bands are shared out (batch-1 inference).
+    let outer = threads > 1 && units >= 2 * threads;
+    let unit = |u: usize| {
+        let (n, grp) = (u / g.groups, u % g.groups);
+        let plane_in = g.h.input * g.w.input;
+        let x_grp = &x[(n * g.c + grp * cg) * plane_in..(n * g.c + (grp + 1) * cg) * plane_in];
+        with_scratch(cg * pad.plane(), |xp| {
+            pad.fill(g, x_grp, cg, xp);
+            let xp: &[f32] = xp;
+            let bands = if outer || threads == 1 { 1 } else { (4 * threads).div_ceil(blocks).min(oh_n) };
+            let job = |j: usize| {
+                let (b, band) = (j / bands, j % bands);
+                let k0 = grp * kg + b * KB_MAX;
+                let job = Job {
+                    n,
+                    k0,
+                    kb: KB_MAX.min(kg - b * KB_MAX),
+                    oh0: oh_n * band / bands,
+                    oh1: oh_n * (band + 1) / bands,
+                };
+                run_job(plan.level, &ctx, &pad, xp, job);
+            };
+            if bands * blocks > 1 && !outer && threads > 1 {
+                for_each_part(blocks * bands, job);
+            } else {
+                (0..blocks * bands).for_each(job);
+            }
+        });
+    };
+    if outer {
+        for_each_part(units, unit);
+    } else {
+        (0..units).for_each(unit);
+    }
+}
+
+fn run_job(level: SimdLevel, ctx: &Ctx<'_>, pad: &Padded, xp: &[f32], job: Job) {
+    match job.kb {
+        1 => block::<1>(ctx, pad, xp, job, level),
+        2 => block::<2>(ctx, pad, xp, job, level),
+        3 => block::<3>(ctx, pad, xp, job, level),
+        4 => block::<4>(ctx, pad, xp, job, level),
+        5 => block::<5>(ctx, pad, xp, job, level),
+        _ => block::<6>(ctx, pad, xp, job, level),
+    }
+}
+
+/// One job: pack the block's weights tap-major, then run the tile kernel over every
+/// `V`-column tile of the band's rows, reading the unit's padded input `xp`.
+fn block<const KB: usize>(ctx: &Ctx<'_>, pad: &Padded, xp: &[f32], job: Job, level: SimdLevel) {
+    let g = ctx.g;
+    let (cg, r_n, s_n) = (g.c_per_group(), g.h.kernel, g.w.kernel);
+    let taps = cg * r_n * s_n;
+    let bias: [f32; KB] = std::array::from_fn(|kb| ctx.bias.map_or(0.0, |b| b[job.k0 + kb]));
     let kernel = kernels::tile::<KB>(level);
     let (oh_n, ow_n) = (g.h.output, g.w.output);
     let pixels = oh_n * ow_n;
-    let xp_len = cg * pad.plane();
-    with_scratch(xp_len + taps * KB + KB * V, |buf| {
-        let (xp, rest) = buf.split_at_mut(xp_len);
-        let (wpack, tile) = rest.split_at_mut(taps * KB);
-        pad.fill(g, x_grp, cg, xp);
+    with_scratch2(taps * KB + KB * V, |buf| {
+        let (wpack, tile) = buf.split_at_mut(taps * KB);
         for t in 0..taps {
             for kb in 0..KB {
                 wpack[t * KB + kb] = ctx.w[(job.k0 + kb) * taps + t];
@@ -154,8 +166,8 @@ fn block<const KB: usize>(ctx: &Ctx<'_>, job: Job, level: SimdLevel) {
                     // rows of V floats at `stride`, and the plan checked the CPU's level.
                     unsafe { kernel(&args, xp.as_ptr().add(base), dst, stride) };
                     if !whole {
+                        let n_valid = ow_n - ow0;
                         for kb in 0..KB {
-                            let n_valid = ow_n - ow0;
                             for (v, &val) in tile[kb * V..kb * V + n_valid].iter().enumerate() {
                                 // SAFETY: as above, for the valid columns of a ragged tile.
                                 unsafe { *ctx.y.get().add(y_off + kb * pixels + v) = val };

@@ -88,82 +88,37 @@ impl Im2colRows<'_> {
     }
 }
 
-/// `Col` of one group over every image: row `j` = `(c, r, s)`, column `q` = pixel `q % P` of
-/// image `q / P`. `x` is the whole input; `c0` the group's first channel.
-pub(super) struct Im2colCols<'a> {
-    pub x: &'a [f32],
+/// `Col` of one image and group: row `j` = tap `(c, r, s)`, column `q` = output pixel
+/// `(q / OW, q % OW)`, read from the group's [`Padded`] copy like [`Im2colRows`].
+pub(super) struct Im2colTaps<'a> {
+    pub xp: &'a [f32],
+    pub pad: &'a Padded,
+    pub tap_off: &'a [usize],
     pub geo: &'a Conv2dGeometry,
-    pub c0: usize,
 }
 
-impl PackSource for Im2colCols<'_> {
+impl PackSource for Im2colTaps<'_> {
     fn pack_block(&self, dst: &mut [f32], row0: usize, len: usize, col0: usize, kc: usize, mr: usize) {
-        let g = self.geo;
-        let (h, w) = (&g.h, &g.w);
-        let (ow_n, pixels, plane) = (w.output, h.output * w.output, h.input * w.input);
-        let slivers = len.div_ceil(mr);
-        let dst = &mut dst[..slivers * mr * kc];
+        let ow_n = self.geo.w.output;
+        let row_step = self.geo.h.stride * self.pad.row_len();
+        let dst = &mut dst[..len.div_ceil(mr) * mr * kc];
         if !len.is_multiple_of(mr) {
             dst.fill(0.0);
         }
         for row in 0..len {
-            let (c, r, s) = crs(g, row0 + row);
-            let base = (row / mr) * kc * mr + row % mr;
-            // Walk the kc pixels as runs along one output row of one image.
-            let mut q = 0;
+            let toff = self.tap_off[row0 + row];
+            let base_out = (row / mr) * kc * mr + row % mr;
+            // Walk the kc pixels as runs along output rows: contiguous in the padded copy.
+            let (mut oh, mut ow, mut q) = (col0 / ow_n, col0 % ow_n, 0);
             while q < kc {
-                let col = col0 + q;
-                let (n, pix) = (col / pixels, col % pixels);
-                let (oh, ow) = (pix / ow_n, pix % ow_n);
                 let run = (kc - q).min(ow_n - ow);
-                let outs = dst[base + q * mr..].iter_mut().step_by(mr).take(run);
-                match h.input_index(oh, r) {
-                    None => outs.for_each(|o| *o = 0.0),
-                    Some(ih) => {
-                        let chan = &self.x[(n * g.c + self.c0 + c) * plane..][..plane];
-                        let line = &chan[ih * w.input..(ih + 1) * w.input];
-                        for (t, o) in outs.enumerate() {
-                            *o = w.input_index(ow + t, s).map_or(0.0, |iw| line[iw]);
-                        }
-                    }
+                let src = &self.xp[oh * row_step + ow + toff..][..run];
+                for (o, &v) in dst[base_out + q * mr..].iter_mut().step_by(mr).zip(src) {
+                    *o = v;
                 }
                 q += run;
-            }
-        }
-    }
-}
-
-/// One group of the output gradient over every image, as a matrix: row `kk` = output channel
-/// `k0 + kk`, column `q` = pixel `q % P` of image `q / P`.
-pub(super) struct GradOutRows<'a> {
-    pub dy: &'a [f32],
-    pub geo: &'a Conv2dGeometry,
-    pub k0: usize,
-}
-
-impl PackSource for GradOutRows<'_> {
-    fn pack_block(&self, dst: &mut [f32], row0: usize, len: usize, col0: usize, kc: usize, mr: usize) {
-        let g = self.geo;
-        let pixels = g.h.output * g.w.output;
-        let slivers = len.div_ceil(mr);
-        let dst = &mut dst[..slivers * mr * kc];
-        if !len.is_multiple_of(mr) {
-            dst.fill(0.0);
-        }
-        for row in 0..len {
-            let k = self.k0 + row0 + row;
-            let base = (row / mr) * kc * mr + row % mr;
-            let mut q = 0;
-            while q < kc {
-                // A run of pixels inside one image is contiguous in dy.
-                let col = col0 + q;
-                let (n, pix) = (col / pixels, col % pixels);
-                let run = (kc - q).min(pixels - pix);
-                let start = (n * g.k + k) * pixels + pix;
-                for (t, &v) in self.dy[start..start + run].iter().enumerate() {
-                    dst[base + (q + t) * mr] = v;
-                }
-                q += run;
+                ow = 0;
+                oh += 1;
             }
         }
     }

@@ -32,6 +32,7 @@
 
 mod backward;
 mod direct;
+mod direct_bw;
 mod im2col;
 mod kernels;
 mod padded;
@@ -133,15 +134,20 @@ pub struct Conv2dPlan {
     algorithm: Algorithm,
     level: SimdLevel,
     parallelism: Parallelism,
+    /// For stride-1 problems whose padding is at most the kernel's reach, backward-data is
+    /// the forward convolution of the output gradient with the flipped, transposed weight:
+    /// this is that convolution's plan.
+    transposed: Option<Box<Conv2dPlan>>,
 }
 
 impl Conv2dPlan {
     /// Plans a convolution of an input of `input_shape` `[N, C, H, W]` with a weight of
     /// `weight_shape` `[K, C/groups, R, S]`.
     ///
-    /// `Auto` picks `Depthwise` when `groups = C = K`, `Direct` when the reduction per output
-    /// is short (`C/groups·R·S ≤ 32`, as in LeNet's first layer and RGB stems) or the
-    /// whole problem is tiny, and `Im2col` otherwise.
+    /// `Auto` picks `Depthwise` when `groups = C = K`; `Direct` when the reduction per
+    /// output is short (`C/groups·R·S ≤ 32`, as in LeNet's first layer and RGB stems), when
+    /// there are at most 16 output channels per group, or when the whole problem is tiny;
+    /// and `Im2col` otherwise.
     ///
     /// # Errors
     /// Any geometry error of [`Conv2dGeometry::new`]; [`Error::Unsupported`] when an explicit
@@ -151,6 +157,16 @@ impl Conv2dPlan {
         weight_shape: &[usize],
         params: &Conv2dParams,
         opts: &ConvOptions,
+    ) -> Result<Self> {
+        Self::build(input_shape, weight_shape, params, opts, true)
+    }
+
+    fn build(
+        input_shape: &[usize],
+        weight_shape: &[usize],
+        params: &Conv2dParams,
+        opts: &ConvOptions,
+        with_backward: bool,
     ) -> Result<Self> {
         let geo = Conv2dGeometry::new(input_shape, weight_shape, params)?;
         let level = opts.simd.unwrap_or_else(simd::active);
@@ -169,7 +185,14 @@ impl Conv2dPlan {
                 explicit
             }
         };
-        Ok(Conv2dPlan { geo, algorithm, level, parallelism: opts.parallelism })
+        let transposed = backward::transposed_params(&geo)
+            .filter(|_| with_backward)
+            .map(|(dy_shape, w_shape, p)| {
+                let opts = ConvOptions { algorithm: Algorithm::Auto, ..*opts };
+                Conv2dPlan::build(&dy_shape, &w_shape, &p, &opts, false).map(Box::new)
+            })
+            .transpose()?;
+        Ok(Conv2dPlan { geo, algorithm, level, parallelism: opts.parallelism, transposed })
     }
 
     /// The validated geometry.
@@ -265,7 +288,13 @@ impl Conv2dPlan {
         expect_shape("conv2d input", input.shape(), &self.geo.input_shape())?;
         expect_shape("conv2d grad_output", grad_out.shape(), &self.geo.output_shape())?;
         expect_shape("conv2d grad_weight", grad_weight.shape(), &self.geo.weight_shape())?;
-        backward::weight(self, input.data(), grad_out.data(), grad_weight.data_mut());
+        let (x, dy, dw) = (input.data(), grad_out.data(), grad_weight.data_mut());
+        let direct = matches!(self.algorithm, Algorithm::Direct | Algorithm::Depthwise);
+        if direct && direct_bw::preferred(&self.geo) {
+            direct_bw::weight(self, x, dy, dw);
+        } else {
+            backward::weight(self, x, dy, dw);
+        }
         Ok(())
     }
 
@@ -281,13 +310,15 @@ impl Conv2dPlan {
     }
 }
 
-/// The `Auto` heuristic (documented on [`Conv2dPlan::new`]).
+/// The `Auto` heuristic (documented on [`Conv2dPlan::new`]), from the measured crossovers
+/// of the shape suite (`examples/compare.rs`): the GEMM wins once the reduction is long and
+/// there are enough output channels to fill its 6-wide tiles; the direct kernel wins on
+/// few input or output channels, where lowering is mostly packing and tile waste.
 fn select(geo: &Conv2dGeometry) -> Algorithm {
     if geo.groups == geo.c && geo.groups == geo.k && geo.groups > 1 {
         return Algorithm::Depthwise;
     }
-    let direct_ok = direct::unsupported_reason(geo).is_none();
-    if direct_ok && (geo.reduction_len() <= 32 || geo.flops() < 2.0e4) {
+    if geo.reduction_len() <= 32 || geo.k_per_group() <= 16 || geo.flops() < 2.0e4 {
         Algorithm::Direct
     } else {
         Algorithm::Im2col
