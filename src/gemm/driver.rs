@@ -91,15 +91,35 @@ pub(crate) fn run_problem(kernel: KernelFn, bl: Blocking, prob: &Problem<'_>, pa
 }
 
 /// Splits `parts` threads into a `pm × pn` grid over `tm × tn` tiles of `mr × nr`,
-/// minimising the largest per-thread tile count, then the packing done twice (each of the
-/// `pn` column parts packs all its rows of A, each of the `pm` row parts its columns of B).
+/// minimising one thread's work: its tiles (`2·mr·nr` flops per step of k) plus the
+/// packing it does (each of its rows of A and columns of B, per step of k), a packed
+/// element costing about [`PACK_COST`] flops. Packing is per part, so a split along n
+/// makes every part pack all its rows of A: when A is expensive to pack (an image lowered
+/// by im2col) rows are split instead.
 fn split(parts: usize, tm: usize, tn: usize, mr: usize, nr: usize) -> (usize, usize) {
     let parts = parts.clamp(1, (tm * tn).max(1));
+    let cost = |pm: usize, pn: usize| {
+        let (rows, cols) = (tm.div_ceil(pm), tn.div_ceil(pn));
+        rows * cols * 2 * mr * nr + PACK_COST * (rows * mr + cols * nr)
+    };
     (1..=parts)
         .filter(|&pm| parts.is_multiple_of(pm))
         .map(|pm| (pm, parts / pm))
-        .min_by_key(|&(pm, pn)| (tm.div_ceil(pm) * tn.div_ceil(pn), pn * tm * mr + pm * tn * nr))
+        .min_by_key(|&(pm, pn)| (cost(pm, pn), pm))
         .unwrap_or((1, 1))
+}
+
+/// Flops one packed element costs, for [`split`] (a packed float is a load, a store and,
+/// for im2col, index work: a handful of cycles, while the kernels do ~30 flops a cycle).
+const PACK_COST: usize = 16;
+
+/// The depth of loop 4's blocks: `k` cut into as few blocks of at most `kc` as possible,
+/// of nearly equal depth (a multiple of 8), so that no block is a thin remainder that pays
+/// the C-tile traffic for little work. It depends on `k` alone, so every part of a split
+/// problem sums in the same order.
+fn balanced_kc(k: usize, kc: usize) -> usize {
+    let blocks = k.div_ceil(kc.max(1)).max(1);
+    k.div_ceil(blocks).next_multiple_of(8).min(kc).max(1)
 }
 
 /// `len` split into `parts` ranges whose boundaries fall on multiples of `tile`.
@@ -126,6 +146,7 @@ fn run_part(
     bufs: &mut PackBuffers,
 ) {
     let (mr, nr) = (bl.mr, bl.nr);
+    let kc_max = balanced_kc(pr.k, bl.kc);
     // A is read in place, unpacked, when its slivers are contiguous and each would be used
     // for too few B slivers to repay the copy (small n, as in im2col with few filters).
     // (k = 0 reads nothing, and A may then have no storage at all.)
@@ -143,7 +164,7 @@ fn run_part(
         // once so that C ← β·C + bias is applied.
         let mut pc = 0;
         loop {
-            let kc = bl.kc.min(pr.k - pc);
+            let kc = kc_max.min(pr.k - pc);
             let last = pc + kc >= pr.k;
             let bpack = bufs.b.get(nc.div_ceil(nr) * nr * kc.max(1));
             pr.bt.pack_block(bpack, jc, nc, pc, kc, nr);
@@ -282,11 +303,19 @@ mod tests {
         assert_eq!(split(2, 4, 500, 16, 6), (1, 2));
         // Square with square tiles: every grid balances; 2×2 duplicates the least packing.
         assert_eq!(split(4, 64, 64, 16, 16), (2, 2));
+        // A 784-pixel im2col block against 128 filters: splitting n would make both parts
+        // pack all 784 rows; split the rows.
+        assert_eq!(split(2, 49, 22, 16, 6), (2, 1));
         assert_eq!(split(8, 1, 1, 16, 6), (1, 1));
         // Three threads over 2 tiles: use 2.
         assert_eq!(split(3, 2, 1, 16, 6), (2, 1));
         let r = ranges(100, 16, 3);
         assert_eq!(r, vec![0..32, 32..64, 64..100]);
         assert_eq!(ranges(5, 16, 2), vec![0..0, 0..5]);
+        assert_eq!(balanced_kc(576, 384), 288);
+        assert_eq!(balanced_kc(2048, 384), 344);
+        assert_eq!(balanced_kc(100, 384), 104.min(384));
+        assert_eq!(balanced_kc(0, 384), 1);
+        assert_eq!(balanced_kc(7, 5), 5);
     }
 }
