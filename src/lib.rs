@@ -29,4 +29,9 @@ pub mod parallel;
 pub mod simd;
 
 pub use parallel::Parallelism;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 pub use simd::SimdLevel;
