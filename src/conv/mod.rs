@@ -9,6 +9,7 @@
 //! | `Im2col` | the im2col matrix is packed straight from the image into the GEMM's panels (never materialised); 1×1 stride-1 unpadded convolutions read the input as the matrix it already is | many input channels: the reduction `C/G·R·S` is long and the GEMM runs near peak |
 //! | `Direct` | register-blocked loops vectorised over output width, 6 output channels at a time | few input channels (C = 1 or 3) and small problems, where lowering wastes work |
 //! | `Depthwise` | one plane per channel, vectorised over output width | `groups = C = K` |
+//! | `Winograd` | F(2×2, 3×3): 16 GEMMs over transformed 4×4 tiles, 2.25× fewer multiplications | 3×3, stride 1, no dilation, many channels |
 //!
 //! Every algorithm shares the backward passes: backward-data as a GEMM into a column tile
 //! then col2im, backward-weight as one GEMM whose reduction runs over every pixel of every
@@ -37,6 +38,7 @@ mod im2col;
 mod kernels;
 mod padded;
 mod scratch;
+mod winograd;
 
 use crate::error::{expect_shape, Error, Result};
 use crate::geometry::{Conv2dGeometry, Conv2dParams};
@@ -55,11 +57,15 @@ pub enum Algorithm {
     Direct,
     /// Per-channel planes for `groups = C = K`.
     Depthwise,
+    /// Winograd F(2×2, 3×3): 3×3, stride 1, no dilation; 16 instead of 36 multiplications
+    /// per output tile and channel pair, at a slightly larger rounding error.
+    Winograd,
 }
 
 impl Algorithm {
     /// Every explicit (non-`Auto`) algorithm.
-    pub const EXPLICIT: [Algorithm; 3] = [Algorithm::Im2col, Algorithm::Direct, Algorithm::Depthwise];
+    pub const EXPLICIT: [Algorithm; 4] =
+        [Algorithm::Im2col, Algorithm::Direct, Algorithm::Depthwise, Algorithm::Winograd];
 
     /// The algorithm's name.
     pub fn name(self) -> &'static str {
@@ -68,14 +74,13 @@ impl Algorithm {
             Algorithm::Im2col => "im2col",
             Algorithm::Direct => "direct",
             Algorithm::Depthwise => "depthwise",
+            Algorithm::Winograd => "winograd",
         }
     }
 
     /// Parses a name as [`Algorithm::name`] spells it.
     pub fn from_name(s: &str) -> Option<Self> {
-        [Algorithm::Auto, Algorithm::Im2col, Algorithm::Direct, Algorithm::Depthwise]
-            .into_iter()
-            .find(|a| a.name().eq_ignore_ascii_case(s))
+        [Algorithm::Auto].into_iter().chain(Algorithm::EXPLICIT).find(|a| a.name().eq_ignore_ascii_case(s))
     }
 
     /// Why this algorithm cannot run `geo`, if it cannot.
@@ -83,6 +88,7 @@ impl Algorithm {
         match self {
             Algorithm::Auto | Algorithm::Im2col => None,
             Algorithm::Direct => direct::unsupported_reason(geo),
+            Algorithm::Winograd => winograd::unsupported_reason(geo),
             Algorithm::Depthwise => (!(geo.groups == geo.c && geo.groups == geo.k))
                 .then(|| format!("needs groups = C = K, got groups {}, C {}, K {}", geo.groups, geo.c, geo.k)),
         }
@@ -147,7 +153,8 @@ impl Conv2dPlan {
     /// `Auto` picks `Depthwise` when `groups = C = K`; `Direct` when the reduction per
     /// output is short (`C/groups·R·S ≤ 32`, as in LeNet's first layer and RGB stems), when
     /// there are at most 16 output channels per group, or when the whole problem is tiny;
-    /// and `Im2col` otherwise.
+    /// `Winograd` for 3×3, stride-1, undilated layers with at least 32 input and output
+    /// channels per group; and `Im2col` otherwise.
     ///
     /// # Errors
     /// Any geometry error of [`Conv2dGeometry::new`]; [`Error::Unsupported`] when an explicit
@@ -244,6 +251,7 @@ impl Conv2dPlan {
         match self.algorithm {
             Algorithm::Im2col | Algorithm::Auto => im2col::forward(self, x, w, b, relu, y),
             Algorithm::Direct | Algorithm::Depthwise => direct::forward(self, x, w, b, relu, y),
+            Algorithm::Winograd => winograd::forward(self, x, w, b, relu, y),
         }
         Ok(())
     }
@@ -320,6 +328,8 @@ fn select(geo: &Conv2dGeometry) -> Algorithm {
     }
     if geo.reduction_len() <= 32 || geo.k_per_group() <= 16 || geo.flops() < 2.0e4 {
         Algorithm::Direct
+    } else if winograd::unsupported_reason(geo).is_none() && geo.c_per_group() >= 32 && geo.k_per_group() >= 32 {
+        Algorithm::Winograd
     } else {
         Algorithm::Im2col
     }
