@@ -124,6 +124,44 @@ impl PackSource for Im2colTaps<'_> {
     }
 }
 
+/// A strided 1×1 convolution without padding: `Colᵀ[(oh, ow), c] = x[c, oh·sh, ow·sw]`,
+/// packed straight from the input (a padded copy would copy every input pixel to use one
+/// in `sh·sw`).
+pub(super) struct Subsampled<'a> {
+    pub x: &'a [f32],
+    pub geo: &'a Conv2dGeometry,
+}
+
+impl PackSource for Subsampled<'_> {
+    fn pack_block(&self, dst: &mut [f32], row0: usize, len: usize, col0: usize, kc: usize, mr: usize) {
+        let g = self.geo;
+        let (ow_n, w_in, plane) = (g.w.output, g.w.input, g.h.input * g.w.input);
+        let (sh, sw) = (g.h.stride, g.w.stride);
+        for (sl, out) in dst.chunks_exact_mut(mr * kc).take(len.div_ceil(mr)).enumerate() {
+            let q0 = row0 + sl * mr;
+            let lanes = mr.min(len - sl * mr);
+            for (p, step) in out.chunks_exact_mut(mr).enumerate() {
+                let chan = &self.x[(col0 + p) * plane..(col0 + p + 1) * plane];
+                let (mut oh, mut ow) = (q0 / ow_n, q0 % ow_n);
+                for v in step[..lanes].iter_mut() {
+                    *v = chan[oh * sh * w_in + ow * sw];
+                    ow += 1;
+                    if ow == ow_n {
+                        ow = 0;
+                        oh += 1;
+                    }
+                }
+                step[lanes..].fill(0.0);
+            }
+        }
+    }
+}
+
+/// Whether a 1×1 convolution without padding can be packed straight from the input.
+fn is_subsampled(g: &Conv2dGeometry) -> bool {
+    g.h.kernel == 1 && g.w.kernel == 1 && g.h.pad_before + g.h.pad_after + g.w.pad_before + g.w.pad_after == 0
+}
+
 /// Whether the convolution reads its input as the im2col matrix directly: 1×1 kernel, stride
 /// 1, no padding (dilation is then irrelevant).
 fn is_pointwise(g: &Conv2dGeometry) -> bool {
@@ -179,6 +217,10 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
         };
         if pointwise {
             run(&Operand { data: xg, rs: 1, cs: plane_in });
+            return;
+        }
+        if is_subsampled(g) {
+            run(&Subsampled { x: xg, geo: g });
             return;
         }
         with_scratch(cg * pad.plane(), |xp| {

@@ -56,9 +56,18 @@ impl Padded {
                 if self.phases == 1 {
                     row[w.pad_before..w.pad_before + w.input].copy_from_slice(src);
                 } else {
-                    for (iw, &v) in src.iter().enumerate() {
-                        let col = w.pad_before + iw;
-                        row[(col % self.phases) * self.wq + col / self.phases] = v;
+                    // Phase by phase: padded columns ph, ph + sw, … are input columns
+                    // col − pl, taken with stride sw (no division per element).
+                    let (sw, pl) = (self.phases, w.pad_before);
+                    for ph in 0..sw {
+                        let first = pl + (ph + sw - pl % sw) % sw; // first padded col ≥ pl in phase ph
+                        if first >= pl + w.input {
+                            continue;
+                        }
+                        let dst = &mut row[ph * self.wq + first / sw..(ph + 1) * self.wq];
+                        for (d, &v) in dst.iter_mut().zip(src[first - pl..].iter().step_by(sw)) {
+                            *d = v;
+                        }
                     }
                 }
             }
