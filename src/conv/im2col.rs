@@ -12,7 +12,7 @@
 //! backward-weight.
 
 use super::padded::Padded;
-use super::scratch::{with_index_scratch, with_scratch};
+use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
 use super::Conv2dPlan;
 use crate::gemm::{engine, run_problem, CPtr, Operand, PackSource, Problem};
 use crate::geometry::Conv2dGeometry;
@@ -29,11 +29,15 @@ fn crs(geo: &Conv2dGeometry, j: usize) -> (usize, usize, usize) {
 /// tap `(c, r, s)`, read from the group's [`Padded`] copy `xp`: pixel `(oh, ow)` at tap `t`
 /// is `xp[oh·sh·row_len + ow + tap_off[t]]`, so the pixels of one output row are
 /// consecutive floats for every tap and no read needs a bounds check.
+///
+/// Rows may run on through several images (batched lowering of small images): row `i` is
+/// then pixel `i % P` of image `i / P`, whose padded copy starts `image_stride` floats on.
 pub(super) struct Im2colRows<'a> {
     pub xp: &'a [f32],
     pub pad: &'a Padded,
     pub tap_off: &'a [usize],
     pub geo: &'a Conv2dGeometry,
+    pub image_stride: usize,
 }
 
 impl PackSource for Im2colRows<'_> {
@@ -61,14 +65,19 @@ impl Im2colRows<'_> {
             // Runs: (first lane, length, base offset in xp).
             let mut runs = [(0usize, 0usize, 0usize); MR];
             let mut count = 0;
-            let (mut oh, mut ow, mut lane) = (q0 / ow_n, q0 % ow_n, 0);
+            let pixels = g.h.output * ow_n;
+            let (mut n, mut oh, mut ow, mut lane) = (q0 / pixels, (q0 % pixels) / ow_n, q0 % ow_n, 0);
             while lane < lanes {
                 let run = (lanes - lane).min(ow_n - ow);
-                runs[count] = (lane, run, oh * row_step + ow);
+                runs[count] = (lane, run, n * self.image_stride + oh * row_step + ow);
                 count += 1;
                 lane += run;
                 ow = 0;
                 oh += 1;
+                if oh == g.h.output {
+                    oh = 0;
+                    n += 1;
+                }
             }
             if count == 1 && lanes == MR {
                 let base = runs[0].2;
@@ -77,9 +86,17 @@ impl Im2colRows<'_> {
                     *step = self.xp[base + t..base + t + MR].try_into().expect("MR inputs");
                 }
             } else {
+                // Several short runs (small images, row breaks): gather lane by lane from a
+                // per-lane base, rather than a copy call per run per tap.
+                let mut lane_base = [0usize; MR];
+                for &(l0, n, base) in &runs[..count] {
+                    for (i, lb) in lane_base[l0..l0 + n].iter_mut().enumerate() {
+                        *lb = base + i;
+                    }
+                }
                 for (step, &t) in out.chunks_exact_mut(MR).zip(taps) {
-                    for &(l0, n, base) in &runs[..count] {
-                        step[l0..l0 + n].copy_from_slice(&self.xp[base + t..base + t + n]);
+                    for (v, &lb) in step[..lanes].iter_mut().zip(&lane_base[..lanes]) {
+                        *v = self.xp[lb + t];
                     }
                     step[lanes..].fill(0.0);
                 }
@@ -193,6 +210,12 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
     let y_ptr = YPtr(y.as_mut_ptr());
     let pointwise = is_pointwise(g);
     let pad = Padded::new(g);
+    // Small images in a batch: one GEMM per group over every image's pixels, so the weights
+    // are packed once and threads split a tall problem instead of many short ones.
+    let batched_len = g.n * cg * pad.plane();
+    if g.n > 1 && pixels <= BATCH_PIXELS && !pointwise && batched_len <= BATCH_FLOATS {
+        return forward_batched(plan, x, w, bias, relu, y, &pad);
+    }
     let job = |j: usize| {
         let (n, grp) = (j / g.groups, j % g.groups);
         let xg = &x[(n * g.c + grp * cg) * plane_in..(n * g.c + (grp + 1) * cg) * plane_in];
@@ -230,7 +253,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
                     let (c, r, s) = crs(g, t);
                     *o = pad.tap_offset(g, c, r, s);
                 }
-                run(&Im2colRows { xp, pad: &pad, tap_off, geo: g });
+                run(&Im2colRows { xp, pad: &pad, tap_off, geo: g, image_stride: 0 });
             });
         });
     };
@@ -238,6 +261,72 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
         for_each_part(jobs, job);
     } else {
         (0..jobs).for_each(job);
+    }
+}
+
+/// Images with at most this many output pixels are lowered together.
+const BATCH_PIXELS: usize = 1024;
+/// Largest padded batch (floats) lowered at once (16 MiB).
+const BATCH_FLOATS: usize = 1 << 22;
+
+/// [`forward`] for a batch of small images: per group, `Tᵀ[(n, pix), kk]` for every image in
+/// one GEMM (bias and ReLU fused), into a scratch `[K/G × N·P]`, then copied out image by
+/// image.
+fn forward_batched(
+    plan: &Conv2dPlan,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
+    pad: &Padded,
+) {
+    let g = &plan.geo;
+    let (kernel, blocking) = engine(plan.level);
+    let (cg, kg, crs_len) = (g.c_per_group(), g.k_per_group(), g.reduction_len());
+    let pixels = g.h.output * g.w.output;
+    let plane_in = g.h.input * g.w.input;
+    let image_stride = cg * pad.plane();
+    let rows = g.n * pixels;
+    for grp in 0..g.groups {
+        with_scratch(g.n * image_stride, |xp| {
+            for n in 0..g.n {
+                let xg = &x[(n * g.c + grp * cg) * plane_in..(n * g.c + (grp + 1) * cg) * plane_in];
+                pad.fill(g, xg, cg, &mut xp[n * image_stride..(n + 1) * image_stride]);
+            }
+            with_index_scratch(crs_len, |tap_off| {
+                for (t, o) in tap_off.iter_mut().enumerate() {
+                    let (c, r, s) = crs(g, t);
+                    *o = pad.tap_offset(g, c, r, s);
+                }
+                with_scratch2(kg * rows, |t| {
+                    let a = Im2colRows { xp, pad, tap_off, geo: g, image_stride };
+                    let wg = Operand { data: &w[grp * kg * crs_len..(grp + 1) * kg * crs_len], rs: crs_len, cs: 1 };
+                    let prob = Problem {
+                        m: rows,
+                        n: kg,
+                        k: crs_len,
+                        a: &a,
+                        bt: &wg,
+                        // T[kk][n·P + pix]: element (row, kk) at row + kk·rows, inside t.
+                        c: CPtr { ptr: t.as_mut_ptr(), rs: 1, cs: rows },
+                        alpha: 1.0,
+                        beta: 0.0,
+                        row_bias: None,
+                        col_bias: bias.map(|b| &b[grp * kg..(grp + 1) * kg]),
+                        relu,
+                    };
+                    run_problem(kernel, blocking, &prob, plan.parallelism);
+                    for kk in 0..kg {
+                        for n in 0..g.n {
+                            let src = &t[kk * rows + n * pixels..kk * rows + (n + 1) * pixels];
+                            let at = (n * g.k + grp * kg + kk) * pixels;
+                            y[at..at + pixels].copy_from_slice(src);
+                        }
+                    }
+                });
+            });
+        });
     }
 }
 
