@@ -14,32 +14,13 @@ use convkit::conv::{Algorithm, Conv2dPlan, ConvOptions};
 use convkit::parallel::{current_threads, with_threads};
 use convkit::Tensor;
 use std::hint::black_box;
-use std::time::Instant;
 
 #[path = "common/suite.rs"]
 mod suite;
+#[path = "common/timing.rs"]
+mod timing;
 
 use suite::SUITE;
-
-/// Median seconds per call: a warm-up, then `samples` samples of enough calls to last ≥ 3 ms.
-fn time(mut f: impl FnMut(), samples: usize) -> f64 {
-    f();
-    let t = Instant::now();
-    f();
-    let one = t.elapsed().as_secs_f64().max(1e-9);
-    let inner = ((3e-3 / one).ceil() as usize).clamp(1, 1_000_000);
-    let mut v: Vec<f64> = (0..samples)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..inner {
-                f();
-            }
-            t.elapsed().as_secs_f64() / inner as f64
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
@@ -93,15 +74,18 @@ fn main() -> convkit::Result<()> {
             for pass in &passes {
                 for &t in &thread_counts {
                     let secs = with_threads(t, || match pass.as_str() {
-                        "forward" => {
-                            time(|| plan.forward_into(&x, &w, Some(&b), false, black_box(&mut y)).unwrap(), samples)
-                        }
-                        "backward_data" => {
-                            time(|| plan.backward_data_into(&dy, &w, black_box(&mut dx)).unwrap(), samples)
-                        }
-                        "backward_weight" => {
-                            time(|| plan.backward_weight_into(&x, &dy, black_box(&mut dw)).unwrap(), samples)
-                        }
+                        "forward" => timing::median_secs(
+                            || plan.forward_into(&x, &w, Some(&b), false, black_box(&mut y)).unwrap(),
+                            samples,
+                        ),
+                        "backward_data" => timing::median_secs(
+                            || plan.backward_data_into(&dy, &w, black_box(&mut dx)).unwrap(),
+                            samples,
+                        ),
+                        "backward_weight" => timing::median_secs(
+                            || plan.backward_weight_into(&x, &dy, black_box(&mut dw)).unwrap(),
+                            samples,
+                        ),
                         _ => f64::NAN,
                     });
                     if secs.is_nan() {

@@ -13,27 +13,10 @@ use convkit::gemm::{flops, gemm, GemmParams, MatMut, MatRef};
 use convkit::parallel::{current_threads, for_each_part, with_threads};
 use convkit::{simd, Parallelism, SimdLevel};
 use std::hint::black_box;
-use std::time::Instant;
 
-/// Median seconds per call: warm up, then `samples` samples of enough calls to last ≥ 5 ms.
-fn time(mut f: impl FnMut(), samples: usize) -> f64 {
-    f();
-    let t = Instant::now();
-    f();
-    let one = t.elapsed().as_secs_f64().max(1e-9);
-    let inner = ((5e-3 / one).ceil() as usize).clamp(1, 100_000);
-    let mut v: Vec<f64> = (0..samples)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..inner {
-                f();
-            }
-            t.elapsed().as_secs_f64() / inner as f64
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+#[path = "common/timing.rs"]
+mod timing;
+use std::time::Instant;
 
 /// Independent FMA chains per thread: 12 covers FMA latency (4) × 2 pipes with margin and,
 /// with the two constants, still fits the 16 ymm registers of AVX2 (more chains would spill
@@ -157,7 +140,7 @@ fn main() {
         let mut c = vec![0.0f32; m * n];
         for &t in &thread_counts {
             let secs = with_threads(t, || {
-                time(
+                timing::median_secs(
                     || {
                         let p = GemmParams::default().parallelism(Parallelism::Auto);
                         gemm(
@@ -193,7 +176,7 @@ fn main() {
         let a: Vec<f32> = (0..s * s).map(|i| (i % 7) as f32).collect();
         let b = a.clone();
         let mut c = vec![0.0f32; s * s];
-        let eng = time(
+        let eng = timing::median_secs(
             || {
                 gemm(
                     MatRef::row_major(&a, s, s).unwrap(),
@@ -206,7 +189,7 @@ fn main() {
             },
             samples,
         );
-        let plain = time(
+        let plain = timing::median_secs(
             || {
                 plain_loop(s, s, s, black_box(&a), black_box(&b), &mut c);
                 black_box(&mut c);

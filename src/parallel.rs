@@ -61,3 +61,30 @@ pub fn current_threads() -> usize {
 pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("start a rayon pool").install(f)
 }
+
+/// The address of a buffer that parallel parts write disjoint cells of.
+///
+/// Carrying it between threads is safe; writing through [`SharedMut::get`] is `unsafe`,
+/// and each write site states why its cells lie inside the buffer and why no other part
+/// touches them. The buffer must outlive the parallel section (the callers borrow it
+/// mutably for the whole section).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SharedMut(*mut f32);
+
+// SAFETY: the wrapper only carries an address; every access through it is an unsafe write
+// whose caller guarantees that no two threads touch the same cell.
+unsafe impl Send for SharedMut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The address of `buf`.
+    pub(crate) fn new(buf: &mut [f32]) -> Self {
+        SharedMut(buf.as_mut_ptr())
+    }
+
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}

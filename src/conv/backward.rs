@@ -18,7 +18,7 @@ use super::Conv2dPlan;
 use super::{direct, im2col, winograd, Algorithm};
 use crate::gemm::{engine, gemm, run_problem, CPtr, GemmParams, MatMut, MatRef, Operand, Problem};
 use crate::geometry::{Conv2dGeometry, Conv2dParams, Padding};
-use crate::parallel::{for_each_part, Parallelism};
+use crate::parallel::{for_each_part, Parallelism, SharedMut};
 
 /// Floats in one column tile of backward-data (1 MiB: half of L2 and then some, shared with
 /// the GEMM's packed panels).
@@ -126,7 +126,7 @@ pub(super) fn data(plan: &Conv2dPlan, dy: &[f32], w: &[f32], dx: &mut [f32]) {
         }
     };
     if outer {
-        let ptr = DxPtr(dx.as_mut_ptr());
+        let ptr = SharedMut::new(dx);
         for_each_part(g.n, |n| {
             // SAFETY: image n's gradient is dx[n·C·H·W .. (n+1)·C·H·W], inside dx, and only
             // this part touches it; dx outlives the parallel section.
@@ -158,20 +158,6 @@ fn col2im(plan: &Conv2dPlan, dcol: &[f32], p0: usize, t: usize, dxg: &mut [f32])
     }
 }
 
-#[derive(Clone, Copy)]
-struct DxPtr(*mut f32);
-// SAFETY: parts write disjoint per-image blocks of dx, which outlives them.
-unsafe impl Send for DxPtr {}
-// SAFETY: as above.
-unsafe impl Sync for DxPtr {}
-
-impl DxPtr {
-    /// The pointer (a method, so closures capture the whole Sync wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// Images are summed in at most this many chunks, each into its own partial gradient;
 /// the partials are then added in chunk order. The count depends only on the batch size,
 /// never on the thread count, so the summation order is fixed.
@@ -190,7 +176,7 @@ pub(super) fn weight(plan: &Conv2dPlan, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     }
     let len = dw.len();
     with_scratch2(chunks * len, |partials| {
-        let ptr = DxPtr(partials.as_mut_ptr());
+        let ptr = SharedMut::new(partials);
         let chunk = |ci: usize| {
             // SAFETY: chunk ci owns partials[ci·len .. (ci+1)·len], inside the buffer, which
             // outlives the parallel section.

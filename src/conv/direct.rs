@@ -17,7 +17,7 @@ use super::padded::Padded;
 use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
 use super::Conv2dPlan;
 use crate::geometry::Conv2dGeometry;
-use crate::parallel::for_each_part;
+use crate::parallel::{for_each_part, SharedMut};
 use crate::simd::SimdLevel;
 
 /// Output channels per register block.
@@ -26,22 +26,6 @@ const KB_MAX: usize = 6;
 /// Direct convolution handles every geometry.
 pub(super) fn unsupported_reason(_geo: &Conv2dGeometry) -> Option<String> {
     None
-}
-
-/// The output pointer, shared by jobs that write disjoint blocks.
-#[derive(Clone, Copy)]
-struct YPtr(*mut f32);
-// SAFETY: every job writes only its own (image, channel block, row band) cells of y, which
-// outlives the jobs.
-unsafe impl Send for YPtr {}
-// SAFETY: as above.
-unsafe impl Sync for YPtr {}
-
-impl YPtr {
-    /// The pointer (a method, so closures capture the whole Sync wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// One unit of work.
@@ -60,7 +44,7 @@ struct Ctx<'a> {
     w: &'a [f32],
     bias: Option<&'a [f32]>,
     relu: bool,
-    y: YPtr,
+    y: SharedMut,
 }
 
 pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, y: &mut [f32]) {
@@ -69,7 +53,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
     if g.n == 0 || kg == 0 || oh_n == 0 || g.w.output == 0 {
         return;
     }
-    let ctx = Ctx { g, w, bias, relu, y: YPtr(y.as_mut_ptr()) };
+    let ctx = Ctx { g, w, bias, relu, y: SharedMut::new(y) };
     let pad = Padded::new(g);
     let cg = g.c_per_group();
     let threads = plan.parallelism.threads_for(g.flops());

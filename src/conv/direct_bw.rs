@@ -13,7 +13,7 @@ use super::padded::Padded;
 use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
 use super::Conv2dPlan;
 use crate::geometry::Conv2dGeometry;
-use crate::parallel::for_each_part;
+use crate::parallel::{for_each_part, SharedMut};
 use crate::simd::SimdLevel;
 
 /// Taps summed together per pass over a gradient row (eight partial-sum vectors each).
@@ -26,24 +26,10 @@ pub(super) fn preferred(g: &Conv2dGeometry) -> bool {
     g.reduction_len() <= 32 && g.k_per_group() <= 8 && g.h.stride == 1 && g.w.stride == 1
 }
 
-/// Output gradient pointer wrapper shared by per-channel tasks writing disjoint rows of dW.
-#[derive(Clone, Copy)]
-struct DwPtr(*mut f32);
-// SAFETY: task k writes only dW[k, ..], which outlives the tasks.
-unsafe impl Send for DwPtr {}
-// SAFETY: as above.
-unsafe impl Sync for DwPtr {}
-
-impl DwPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 pub(super) fn weight(plan: &Conv2dPlan, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let g = &plan.geo;
     let taps = g.reduction_len();
-    let ptr = DwPtr(dw.as_mut_ptr());
+    let ptr = SharedMut::new(dw);
     let task = |k: usize| {
         // SAFETY: row k of dW (taps floats) lies inside dw and belongs to this task alone.
         let row = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(k * taps), taps) };

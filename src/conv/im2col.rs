@@ -16,7 +16,7 @@ use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
 use super::Conv2dPlan;
 use crate::gemm::{engine, run_problem, CPtr, Operand, PackSource, Problem};
 use crate::geometry::Conv2dGeometry;
-use crate::parallel::{for_each_part, Parallelism};
+use crate::parallel::{for_each_part, Parallelism, SharedMut};
 
 /// Splits a flat `(c, r, s)` index.
 #[inline(always)]
@@ -207,7 +207,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
     let threads = plan.parallelism.threads_for(per_job * jobs as f64);
     let outer = threads > 1 && jobs >= 2 * threads && per_job < 4.0e7;
     let inner = if outer { Parallelism::Sequential } else { plan.parallelism };
-    let y_ptr = YPtr(y.as_mut_ptr());
+    let y_ptr = SharedMut::new(y);
     let pointwise = is_pointwise(g);
     let pad = Padded::new(g);
     // Small images in a batch: one GEMM per group over every image's pixels, so the weights
@@ -327,20 +327,5 @@ fn forward_batched(
                 });
             });
         });
-    }
-}
-
-/// The output pointer, shared by jobs that write disjoint `(image, group)` blocks.
-#[derive(Clone, Copy)]
-struct YPtr(*mut f32);
-// SAFETY: every job writes only its own (image, group) block of y, which outlives the jobs.
-unsafe impl Send for YPtr {}
-// SAFETY: as above.
-unsafe impl Sync for YPtr {}
-
-impl YPtr {
-    /// The pointer (a method, so closures capture the whole Sync wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }

@@ -177,12 +177,7 @@ impl Conv2dPlan {
     ) -> Result<Self> {
         let geo = Conv2dGeometry::new(input_shape, weight_shape, params)?;
         let level = opts.simd.unwrap_or_else(simd::active);
-        if !level.is_supported() {
-            return Err(Error::Unsupported {
-                algorithm: format!("conv2d[{}]", level.name()),
-                reason: format!("this CPU supports up to {}", simd::detected().name()),
-            });
-        }
+        level.require("conv2d")?;
         let algorithm = match opts.algorithm {
             Algorithm::Auto => select(&geo),
             explicit => {

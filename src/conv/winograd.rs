@@ -22,7 +22,7 @@ use super::scratch::with_scratch;
 use super::Conv2dPlan;
 use crate::gemm::{gemm, GemmParams, MatMut, MatRef};
 use crate::geometry::Conv2dGeometry;
-use crate::parallel::{for_each_part, Parallelism};
+use crate::parallel::{for_each_part, Parallelism, SharedMut};
 
 /// Output tiles per job (rounded to whole tile rows).
 const TILE_CHUNK: usize = 128;
@@ -94,7 +94,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
     } else {
         plan.parallelism
     });
-    let y_ptr = YPtr(y.as_mut_ptr());
+    let y_ptr = SharedMut::new(y);
     let layout = EvenOdd::new(g, rows_per_job);
     let job = |j: usize| {
         let (n, rest) = (j / (g.groups * bands), j % (g.groups * bands));
@@ -123,7 +123,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
             let bias_g = bias.map(|b| &b[grp * kg..(grp + 1) * kg]);
             // SAFETY: the offset is y[n, grp·K/G, 0, 0], inside y; the output transform writes
             // only this band's rows of this image's group channels, which no other job writes.
-            let yg = YPtr(unsafe { y_ptr.get().add((n * g.k + grp * kg) * oh_n * ow_n) });
+            let yg = unsafe { y_ptr.get().add((n * g.k + grp * kg) * oh_n * ow_n) };
             run_transform(plan, |fma| band.output(m, bias_g, relu, yg, fma));
         });
     };
@@ -263,7 +263,7 @@ impl Band<'_> {
     /// `Y = Aᵀ·M·A` (+ bias, ReLU) for every tile of the band, written into the group's
     /// output planes at `yg`.
     #[inline(always)]
-    fn output(&self, m: &[f32], bias: Option<&[f32]>, relu: bool, yg: YPtr, _fma: bool) {
+    fn output(&self, m: &[f32], bias: Option<&[f32]>, relu: bool, yg: *mut f32, _fma: bool) {
         let g = self.g;
         let (kg, ld) = (g.k_per_group(), self.ld);
         let (oh_n, ow_n) = (g.h.output, g.w.output);
@@ -306,26 +306,12 @@ impl Band<'_> {
                         // planes, in this job's rows, which no other job writes; `flat` is a
                         // local array, so the two ranges do not overlap.
                         unsafe {
-                            let dst = yg.get().add((kk * oh_n + oh) * ow_n + ow0);
+                            let dst = yg.add((kk * oh_n + oh) * ow_n + ow0);
                             std::ptr::copy_nonoverlapping(flat.as_ptr(), dst, cols);
                         }
                     }
                 }
             }
         }
-    }
-}
-
-/// The output pointer, shared by jobs that write disjoint tiles.
-#[derive(Clone, Copy)]
-struct YPtr(*mut f32);
-// SAFETY: every job writes only its own tiles of y, which outlives the jobs.
-unsafe impl Send for YPtr {}
-// SAFETY: as above.
-unsafe impl Sync for YPtr {}
-
-impl YPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }

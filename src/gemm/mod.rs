@@ -313,12 +313,7 @@ pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, p: &GemmParams<'_>) -> 
         _ => {}
     }
     let level = p.simd.unwrap_or_else(simd::active);
-    if !level.is_supported() {
-        return Err(Error::Unsupported {
-            algorithm: format!("gemm[{}]", level.name()),
-            reason: format!("this CPU supports up to {}", simd::detected().name()),
-        });
-    }
+    level.require("gemm")?;
     if m.saturating_mul(n).saturating_mul(k) <= small::MAX_WORK && p.cache_blocking.is_none() {
         small::run(a, b, c, p);
         return Ok(());

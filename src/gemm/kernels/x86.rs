@@ -1,14 +1,7 @@
 //! x86-64 micro-kernels with `std::arch` intrinsics, selected at run time.
 
+use crate::simd::prefetch_read as prefetch;
 use std::arch::x86_64::*;
-
-/// Hints that the line holding `p` will be read soon. A prefetch never faults, so any
-/// address is allowed.
-#[inline(always)]
-fn prefetch(p: *const f32) {
-    // SAFETY: prefetching is a hint with no architectural effect and cannot fault.
-    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
-}
 
 super::microkernel! {
     /// 16×6 AVX2+FMA kernel: 2 ymm × 6 columns = 12 accumulators.

@@ -7,6 +7,8 @@
 
 use std::sync::OnceLock;
 
+pub(crate) mod wide_ops;
+
 /// An instruction-set level with its own micro-kernels, lowest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SimdLevel {
@@ -39,6 +41,21 @@ impl SimdLevel {
     /// Whether this CPU can run the level's kernels.
     pub fn is_supported(self) -> bool {
         self <= detected()
+    }
+
+    /// `Ok` if this CPU can run the level; else an [`Error::Unsupported`](crate::Error)
+    /// naming `operation` (e.g. `"gemm"`) and what the CPU has.
+    ///
+    /// # Errors
+    /// As above.
+    pub fn require(self, operation: &str) -> crate::Result<()> {
+        if self.is_supported() {
+            return Ok(());
+        }
+        Err(crate::Error::Unsupported {
+            algorithm: format!("{operation}[{}]", self.name()),
+            reason: format!("this CPU supports up to {}", detected().name()),
+        })
     }
 
     /// The levels this CPU can run, lowest first.
