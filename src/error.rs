@@ -49,6 +49,13 @@ pub enum Error {
         /// Why not.
         reason: String,
     },
+    /// A file could not be read or written.
+    Io {
+        /// The path.
+        path: String,
+        /// The operating system's reason.
+        reason: String,
+    },
     /// A file or byte stream is malformed.
     Format {
         /// What was being read.
@@ -70,6 +77,14 @@ impl Error {
     pub(crate) fn overflow(what: impl Into<String>) -> Self {
         Error::Overflow { what: what.into() }
     }
+
+    pub(crate) fn format(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Format { what: what.into(), reason: reason.into() }
+    }
+
+    pub(crate) fn io(path: &std::path::Path, err: std::io::Error) -> Self {
+        Error::Io { path: path.display().to_string(), reason: err.to_string() }
+    }
 }
 
 impl fmt::Display for Error {
@@ -88,6 +103,7 @@ impl fmt::Display for Error {
             Error::Unsupported { algorithm, reason } => {
                 write!(f, "algorithm {algorithm} cannot run this problem: {reason}")
             }
+            Error::Io { path, reason } => write!(f, "cannot access {path}: {reason}"),
             Error::Format { what, reason } => write!(f, "malformed {what}: {reason}"),
         }
     }

@@ -16,6 +16,7 @@
 
 pub mod check;
 pub mod conv;
+pub mod data;
 pub mod error;
 pub mod geometry;
 pub mod reference;
