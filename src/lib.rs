@@ -19,6 +19,7 @@ pub mod conv;
 pub mod data;
 pub mod error;
 pub mod geometry;
+pub mod nn;
 pub mod reference;
 pub mod tensor;
 
@@ -27,6 +28,7 @@ pub use geometry::{Axis, Conv2dGeometry, Conv2dParams, Padding, Pool2dGeometry, 
 pub use tensor::{Tensor, TensorView, TensorViewMut};
 pub mod gemm;
 pub mod parallel;
+pub mod pool;
 pub mod simd;
 
 pub use parallel::Parallelism;

@@ -1,0 +1,514 @@
+//! The layers.
+
+use super::{Init, Layer, Param};
+use crate::conv::{Conv2dPlan, ConvOptions};
+use crate::error::{expect_shape, Error, Result};
+use crate::gemm::{gemm, Bias, GemmParams, MatMut, MatRef};
+use crate::geometry::{Conv2dParams, Padding, Pool2dGeometry, Pool2dParams};
+use crate::{pool, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn not_trained(layer: &str) -> Error {
+    Error::param(format!("{layer} backward"), "called", "before a training forward pass (forward(x, true))")
+}
+
+/// 2-D convolution with optional bias; runs on the [`crate::conv`] kernels (a plan per
+/// input shape, kept until the shape changes).
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    grad_w: Tensor,
+    grad_b: Option<Tensor>,
+    params: Conv2dParams,
+    opts: ConvOptions,
+    plan: Option<(Vec<usize>, Conv2dPlan)>,
+    input: Option<Tensor>,
+}
+
+impl Conv2d {
+    /// `c_in → c_out` channels, a square `kernel`, symmetric `padding`, stride 1, with bias,
+    /// He-uniform weights from `seed`.
+    ///
+    /// # Panics
+    /// Never for sizes whose weight tensor fits in memory.
+    pub fn new(c_in: usize, c_out: usize, kernel: usize, padding: usize, seed: u64) -> Self {
+        let p = Conv2dParams::default().padding(Padding::uniform(padding));
+        Self::with(c_in, c_out, (kernel, kernel), p, true, Init::HeUniform, seed).expect("valid convolution layer")
+    }
+
+    /// Any geometry: `c_in → c_out`, kernel `(r, s)`, `params` (stride, padding, dilation,
+    /// groups), bias on or off, an initialisation.
+    ///
+    /// # Errors
+    /// Groups that do not divide both channel counts; zero sizes; overflow.
+    pub fn with(
+        c_in: usize,
+        c_out: usize,
+        (r, s): (usize, usize),
+        params: Conv2dParams,
+        bias: bool,
+        init: Init,
+        seed: u64,
+    ) -> Result<Self> {
+        let g = params.groups.max(1);
+        if !c_in.is_multiple_of(g) || !c_out.is_multiple_of(g) || r == 0 || s == 0 {
+            return Err(Error::param(
+                "Conv2d",
+                format!("{c_in}→{c_out}, {r}×{s}, groups {g}"),
+                "groups must divide both channel counts and the kernel must be non-empty",
+            ));
+        }
+        let shape = [c_out, c_in / g, r, s];
+        let len = crate::error::checked_product(&shape, "Conv2d weight size")?;
+        let w = init.sample(len, c_in / g * r * s, c_out / g * r * s, seed);
+        Ok(Conv2d {
+            weight: Tensor::new(w, &shape)?,
+            grad_w: Tensor::zeros(&shape)?,
+            bias: bias.then(|| Tensor::zeros(&[c_out])).transpose()?,
+            grad_b: bias.then(|| Tensor::zeros(&[c_out])).transpose()?,
+            params,
+            opts: ConvOptions::default(),
+            plan: None,
+            input: None,
+        })
+    }
+
+    /// Sets how the kernels run (algorithm, threads, instruction set).
+    pub fn options(mut self, opts: ConvOptions) -> Self {
+        self.opts = opts;
+        self.plan = None;
+        self
+    }
+
+    /// The weight `[K, C/groups, R, S]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Makes sure the cached plan is for `shape`.
+    fn ensure_plan(&mut self, shape: &[usize]) -> Result<()> {
+        if self.plan.as_ref().is_none_or(|(s, _)| s != shape) {
+            let plan = Conv2dPlan::new(shape, self.weight.shape(), &self.params, &self.opts)?;
+            self.plan = Some((shape.to_vec(), plan));
+        }
+        Ok(())
+    }
+}
+
+impl Layer for Conv2d {
+    fn describe(&self) -> String {
+        let [k, cg, r, s] = self.weight.dims4("w").unwrap_or([0; 4]);
+        format!("Conv2d({}→{k}, {r}×{s})", cg * self.params.groups)
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        let g = crate::Conv2dGeometry::new(input, self.weight.shape(), &self.params)?;
+        Ok(g.output_shape().to_vec())
+    }
+
+    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.ensure_plan(x.shape())?;
+        let plan = &self.plan.as_ref().expect("plan ensured").1;
+        let mut y = Tensor::zeros(&plan.geometry().output_shape())?;
+        plan.forward_into(x, &self.weight, self.bias.as_ref(), false, &mut y)?;
+        self.input = train.then(|| x.clone());
+        Ok(y)
+    }
+
+    fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
+        let x = self.input.as_ref().ok_or_else(|| not_trained("Conv2d"))?;
+        let plan = match &self.plan {
+            Some((s, p)) if s == x.shape() => p,
+            _ => return Err(not_trained("Conv2d")),
+        };
+        plan.backward_weight_into(x, grad_out, &mut self.grad_w)?;
+        if let Some(gb) = &mut self.grad_b {
+            *gb = plan.backward_bias(grad_out)?;
+        }
+        plan.backward_data(grad_out, &self.weight)
+    }
+
+    fn params(&mut self) -> Vec<Param<'_>> {
+        let mut v = vec![Param { name: "weight", value: &mut self.weight, grad: &self.grad_w, decay: true }];
+        if let (Some(b), Some(gb)) = (&mut self.bias, &self.grad_b) {
+            v.push(Param { name: "bias", value: b, grad: gb, decay: false });
+        }
+        v
+    }
+}
+
+/// Fully connected: `y = x·Wᵀ + b`, `x: [N, IN]`, `W: [OUT, IN]`, on the GEMM engine.
+pub struct Dense {
+    weight: Tensor,
+    bias: Tensor,
+    grad_w: Tensor,
+    grad_b: Tensor,
+    input: Option<Tensor>,
+}
+
+impl Dense {
+    /// `inputs → outputs` with He-uniform weights from `seed` and zero bias.
+    ///
+    /// # Panics
+    /// If `inputs · outputs` overflows.
+    pub fn new(inputs: usize, outputs: usize, seed: u64) -> Self {
+        Self::with_init(inputs, outputs, Init::HeUniform, seed)
+    }
+
+    /// With a chosen initialisation.
+    ///
+    /// # Panics
+    /// If `inputs · outputs` overflows.
+    pub fn with_init(inputs: usize, outputs: usize, init: Init, seed: u64) -> Self {
+        let w = init.sample(inputs * outputs, inputs, outputs, seed);
+        Dense {
+            weight: Tensor::new(w, &[outputs, inputs]).expect("weight length matches"),
+            bias: Tensor::zeros(&[outputs]).expect("small"),
+            grad_w: Tensor::zeros(&[outputs, inputs]).expect("small"),
+            grad_b: Tensor::zeros(&[outputs]).expect("small"),
+            input: None,
+        }
+    }
+
+    /// The weight `[OUT, IN]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl Layer for Dense {
+    fn describe(&self) -> String {
+        let [o, i] = self.weight.dims2("w").unwrap_or([0; 2]);
+        format!("Dense({i}→{o})")
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        let [o, i] = self.weight.dims2("dense weight")?;
+        match *input {
+            [n, inp] if inp == i => Ok(vec![n, o]),
+            _ => Err(Error::shape("dense input", format!("[N, {i}]"), input)),
+        }
+    }
+
+    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let [n, o] = self.output_shape(x.shape())?[..] else { unreachable!("2-D output") };
+        let i = x.shape()[1];
+        let mut y = Tensor::zeros(&[n, o])?;
+        gemm(
+            MatRef::row_major(x.data(), n, i)?,
+            MatRef::row_major(self.weight.data(), o, i)?.t(),
+            MatMut::row_major(y.data_mut(), n, o)?,
+            &GemmParams::default().bias(Bias::PerCol(self.bias.data())),
+        )?;
+        self.input = train.then(|| x.clone());
+        Ok(y)
+    }
+
+    fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
+        let x = self.input.as_ref().ok_or_else(|| not_trained("Dense"))?;
+        let [o, i] = self.weight.dims2("dense weight")?;
+        let n = x.shape()[0];
+        expect_shape("dense grad_output", dy.shape(), &[n, o])?;
+        // dW = dyᵀ·x, db = Σ_rows dy, dx = dy·W.
+        gemm(
+            MatRef::row_major(dy.data(), n, o)?.t(),
+            MatRef::row_major(x.data(), n, i)?,
+            MatMut::row_major(self.grad_w.data_mut(), o, i)?,
+            &GemmParams::default(),
+        )?;
+        let gb = self.grad_b.data_mut();
+        gb.fill(0.0);
+        for row in dy.data().chunks_exact(o.max(1)) {
+            gb.iter_mut().zip(row).for_each(|(b, &g)| *b += g);
+        }
+        let mut dx = Tensor::zeros(&[n, i])?;
+        gemm(
+            MatRef::row_major(dy.data(), n, o)?,
+            MatRef::row_major(self.weight.data(), o, i)?,
+            MatMut::row_major(dx.data_mut(), n, i)?,
+            &GemmParams::default(),
+        )?;
+        Ok(dx)
+    }
+
+    fn params(&mut self) -> Vec<Param<'_>> {
+        vec![
+            Param { name: "weight", value: &mut self.weight, grad: &self.grad_w, decay: true },
+            Param { name: "bias", value: &mut self.bias, grad: &self.grad_b, decay: false },
+        ]
+    }
+}
+
+/// Max pooling.
+pub struct MaxPool2d {
+    params: Pool2dParams,
+    cache: Option<(Vec<usize>, Vec<u32>)>,
+}
+
+impl MaxPool2d {
+    /// A `k × k` window with stride `k`.
+    pub fn new(k: usize) -> Self {
+        Self::with(Pool2dParams::new(k, k))
+    }
+    /// Any pooling geometry.
+    pub fn with(params: Pool2dParams) -> Self {
+        MaxPool2d { params, cache: None }
+    }
+}
+
+impl Layer for MaxPool2d {
+    fn describe(&self) -> String {
+        format!("MaxPool2d({}×{})", self.params.kernel.0, self.params.kernel.1)
+    }
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        Ok(Pool2dGeometry::new(input, &self.params)?.output_shape().to_vec())
+    }
+    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (y, arg) = pool::max_pool2d(x, &self.params)?;
+        self.cache = train.then(|| (x.shape().to_vec(), arg));
+        Ok(y)
+    }
+    fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
+        let (shape, arg) = self.cache.as_ref().ok_or_else(|| not_trained("MaxPool2d"))?;
+        pool::max_pool2d_backward(dy, arg, shape)
+    }
+}
+
+/// Average pooling.
+pub struct AvgPool2d {
+    params: Pool2dParams,
+    input_shape: Option<Vec<usize>>,
+}
+
+impl AvgPool2d {
+    /// A `k × k` window with stride `k`.
+    pub fn new(k: usize) -> Self {
+        Self::with(Pool2dParams::new(k, k))
+    }
+    /// Any pooling geometry.
+    pub fn with(params: Pool2dParams) -> Self {
+        AvgPool2d { params, input_shape: None }
+    }
+}
+
+impl Layer for AvgPool2d {
+    fn describe(&self) -> String {
+        format!("AvgPool2d({}×{})", self.params.kernel.0, self.params.kernel.1)
+    }
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        Ok(Pool2dGeometry::new(input, &self.params)?.output_shape().to_vec())
+    }
+    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.input_shape = train.then(|| x.shape().to_vec());
+        pool::avg_pool2d(x, &self.params)
+    }
+    fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
+        let shape = self.input_shape.as_ref().ok_or_else(|| not_trained("AvgPool2d"))?;
+        pool::avg_pool2d_backward(dy, shape, &self.params)
+    }
+}
+
+/// Global average pooling `[N, C, H, W] → [N, C]`.
+#[derive(Default)]
+pub struct GlobalAvgPool {
+    input_shape: Option<Vec<usize>>,
+}
+
+impl Layer for GlobalAvgPool {
+    fn describe(&self) -> String {
+        "GlobalAvgPool".into()
+    }
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        match *input {
+            [n, c, h, w] if h > 0 && w > 0 => Ok(vec![n, c]),
+            _ => Err(Error::shape("global_avg_pool input", "[N, C, H, W] with H, W ≥ 1", input)),
+        }
+    }
+    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let [n, c] = self.output_shape(x.shape())?[..] else { unreachable!("2-D") };
+        let hw = x.shape()[2] * x.shape()[3];
+        let y: Vec<f32> = x.data().chunks_exact(hw).map(|p| p.iter().sum::<f32>() / hw as f32).collect();
+        self.input_shape = train.then(|| x.shape().to_vec());
+        Tensor::new(y, &[n, c])
+    }
+    fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
+        let shape = self.input_shape.as_ref().ok_or_else(|| not_trained("GlobalAvgPool"))?;
+        let hw = shape[2] * shape[3];
+        expect_shape("global_avg_pool grad_output", dy.shape(), &shape[..2])?;
+        let d: Vec<f32> = dy.data().iter().flat_map(|&g| std::iter::repeat_n(g / hw as f32, hw)).collect();
+        Tensor::new(d, shape)
+    }
+}
+
+/// `[N, …] → [N, ∏…]`.
+#[derive(Default)]
+pub struct Flatten {
+    input_shape: Option<Vec<usize>>,
+}
+
+impl Layer for Flatten {
+    fn describe(&self) -> String {
+        "Flatten".into()
+    }
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        match input.split_first() {
+            Some((&n, rest)) if !rest.is_empty() => Ok(vec![n, rest.iter().product()]),
+            _ => Err(Error::shape("flatten input", "at least 2-D [N, …]", input)),
+        }
+    }
+    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let shape = self.output_shape(x.shape())?;
+        self.input_shape = train.then(|| x.shape().to_vec());
+        x.clone().reshape(&shape)
+    }
+    fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
+        let shape = self.input_shape.as_ref().ok_or_else(|| not_trained("Flatten"))?;
+        dy.clone().reshape(shape)
+    }
+}
+
+/// Element-wise layers share this: forward `y = f(x)`, backward `dx = dy · f'(…)` from
+/// the cached input or output.
+macro_rules! elementwise {
+    ($(#[$doc:meta])* $name:ident, $label:literal, |$x:ident| $f:expr, |$xc:ident, $yc:ident, $g:ident| $df:expr) => {
+        $(#[$doc])*
+        #[derive(Default)]
+        pub struct $name {
+            cache: Option<(Tensor, Tensor)>,
+        }
+
+        impl Layer for $name {
+            fn describe(&self) -> String {
+                $label.into()
+            }
+            fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+                Ok(input.to_vec())
+            }
+            fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+                let y: Vec<f32> = x.data().iter().map(|&$x| $f).collect();
+                let y = Tensor::new(y, x.shape())?;
+                self.cache = train.then(|| (x.clone(), y.clone()));
+                Ok(y)
+            }
+            fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
+                let (xs, ys) = self.cache.as_ref().ok_or_else(|| not_trained($label))?;
+                expect_shape(concat!($label, " grad_output"), dy.shape(), xs.shape())?;
+                let d: Vec<f32> = xs
+                    .data()
+                    .iter()
+                    .zip(ys.data())
+                    .zip(dy.data())
+                    .map(|((&$xc, &$yc), &$g)| $df)
+                    .collect();
+                Tensor::new(d, xs.shape())
+            }
+        }
+    };
+}
+
+elementwise!(
+    /// `max(x, 0)` (NaN propagates); derivative 0 at 0.
+    Relu, "ReLU", |x| if x < 0.0 { 0.0 } else { x }, |x, _y, g| if x > 0.0 { g } else { 0.0 }
+);
+elementwise!(
+    /// `1 / (1 + e^−x)`, computed without overflow.
+    Sigmoid, "Sigmoid",
+    |x| if x >= 0.0 { 1.0 / (1.0 + (-x).exp()) } else { let e = x.exp(); e / (1.0 + e) },
+    |_x, y, g| g * y * (1.0 - y)
+);
+elementwise!(
+    /// `tanh(x)`.
+    Tanh, "Tanh", |x| x.tanh(), |_x, y, g| g * (1.0 - y * y)
+);
+
+/// Row-wise softmax of `[N, classes]` (stable); backward is the Jacobian-vector product.
+/// Train on logits with [`super::softmax_cross_entropy`] instead where possible (fused,
+/// stabler); this layer is for models that must output probabilities.
+#[derive(Default)]
+pub struct Softmax {
+    output: Option<Tensor>,
+}
+
+impl Layer for Softmax {
+    fn describe(&self) -> String {
+        "Softmax".into()
+    }
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        match *input {
+            [n, c] => Ok(vec![n, c]),
+            _ => Err(Error::shape("softmax input", "2-D [N, classes]", input)),
+        }
+    }
+    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let [_, c] = self.output_shape(x.shape())?[..] else { unreachable!("2-D") };
+        let mut y = x.clone();
+        for row in y.data_mut().chunks_exact_mut(c.max(1)) {
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            row.iter_mut().for_each(|v| *v = (*v - m).exp());
+            let s: f32 = row.iter().sum();
+            row.iter_mut().for_each(|v| *v /= s);
+        }
+        self.output = train.then(|| y.clone());
+        Ok(y)
+    }
+    fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
+        let y = self.output.as_ref().ok_or_else(|| not_trained("Softmax"))?;
+        expect_shape("softmax grad_output", dy.shape(), y.shape())?;
+        let c = y.shape()[1].max(1);
+        let mut dx = dy.clone();
+        for (d, yr) in dx.data_mut().chunks_exact_mut(c).zip(y.data().chunks_exact(c)) {
+            let dot: f32 = d.iter().zip(yr).map(|(a, b)| a * b).sum();
+            d.iter_mut().zip(yr).for_each(|(g, &p)| *g = p * (*g - dot));
+        }
+        Ok(dx)
+    }
+}
+
+/// Inverted dropout: in training, zero each element with probability `p` and scale the rest
+/// by `1/(1−p)`; in inference, the identity. The mask comes from a seeded generator.
+pub struct Dropout {
+    p: f32,
+    rng: StdRng,
+    mask: Option<Vec<f32>>,
+}
+
+impl Dropout {
+    /// Drop probability `p` in `[0, 1)`, mask generator seeded with `seed`.
+    ///
+    /// # Errors
+    /// `p` outside `[0, 1)` or not finite.
+    pub fn new(p: f32, seed: u64) -> Result<Self> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::param("dropout probability", p, "must be in [0, 1)"));
+        }
+        Ok(Dropout { p, rng: StdRng::seed_from_u64(seed), mask: None })
+    }
+}
+
+impl Layer for Dropout {
+    fn describe(&self) -> String {
+        format!("Dropout({})", self.p)
+    }
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        Ok(input.to_vec())
+    }
+    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train {
+            self.mask = None;
+            return Ok(x.clone());
+        }
+        let keep = 1.0 / (1.0 - self.p);
+        let mask: Vec<f32> = (0..x.len()).map(|_| if self.rng.random::<f32>() < self.p { 0.0 } else { keep }).collect();
+        let y: Vec<f32> = x.data().iter().zip(&mask).map(|(a, m)| a * m).collect();
+        self.mask = Some(mask);
+        Tensor::new(y, x.shape())
+    }
+    fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
+        let mask = self.mask.as_ref().ok_or_else(|| not_trained("Dropout"))?;
+        if mask.len() != dy.len() {
+            return Err(Error::shape("dropout grad_output", format!("{} elements", mask.len()), dy.shape()));
+        }
+        Tensor::new(dy.data().iter().zip(mask).map(|(g, m)| g * m).collect(), dy.shape())
+    }
+}
