@@ -24,33 +24,63 @@ pub fn max_pool2d(x: &Tensor, p: &Pool2dParams) -> Result<(Tensor, Vec<u32>)> {
     let mut arg = vec![0u32; y.len()];
     let (plane_in, plane_out) = (g.h.input * g.w.input, g.h.output * g.w.output);
     let (ys, args) = (SharedMut::new(y.data_mut()), SharedMutU32(arg.as_mut_ptr()));
-    planes(&g, |pl| {
-        let src = &x.data()[pl * plane_in..(pl + 1) * plane_in];
-        for oh in 0..g.h.output {
-            for ow in 0..g.w.output {
-                let mut best = usize::MAX;
-                for r in 0..g.h.kernel {
-                    let Some(ih) = g.h.input_index(oh, r) else { continue };
-                    for s in 0..g.w.kernel {
-                        let Some(iw) = g.w.input_index(ow, s) else { continue };
-                        let i = ih * g.w.input + iw;
-                        // NaN wins (and the first NaN stays), so it propagates.
-                        if best == usize::MAX || src[i] > src[best] || (src[i].is_nan() && !src[best].is_nan()) {
-                            best = i;
-                        }
-                    }
-                }
-                let o = pl * plane_out + oh * g.w.output + ow;
-                // SAFETY: o is inside this plane's block of the output, which only this part
-                // writes; geometry guarantees every window has a real cell (best is set).
-                unsafe {
-                    *ys.get().add(o) = src[best];
-                    *args.get().add(o) = (pl * plane_in + best) as u32;
-                }
-            }
+    planes(&g, |first, count| {
+        // SAFETY: planes first..first+count of y and arg belong to this part alone, and lie
+        // inside the buffers (count planes of plane_out cells each).
+        let (out, idx) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(ys.get().add(first * plane_out), count * plane_out),
+                std::slice::from_raw_parts_mut(args.get().add(first * plane_out), count * plane_out),
+            )
+        };
+        for (k, (o, a)) in out.chunks_exact_mut(plane_out).zip(idx.chunks_exact_mut(plane_out)).enumerate() {
+            let pl = first + k;
+            max_plane(&g, &x.data()[pl * plane_in..(pl + 1) * plane_in], o, a, (pl * plane_in) as u32);
         }
     });
     Ok((y, arg))
+}
+
+/// One plane of max pooling; `arg` gets `offset` + the in-plane index of each maximum.
+fn max_plane(g: &Pool2dGeometry, src: &[f32], out: &mut [f32], arg: &mut [u32], offset: u32) {
+    let (kh, kw, sh, sw, w_in, ow_n) = (g.h.kernel, g.w.kernel, g.h.stride, g.w.stride, g.w.input, g.w.output);
+    let unpadded = g.h.pad_before + g.h.pad_after + g.w.pad_before + g.w.pad_after == 0;
+    for oh in 0..g.h.output {
+        let (orow, arow) = (&mut out[oh * ow_n..(oh + 1) * ow_n], &mut arg[oh * ow_n..(oh + 1) * ow_n]);
+        for (ow, (o, a)) in orow.iter_mut().zip(arow.iter_mut()).enumerate() {
+            let (mut bv, mut bi) = (f32::NAN, usize::MAX);
+            let mut consider = |i: usize| {
+                let v = src[i];
+                // v beats bv if there is none yet, v > bv, or v is the first NaN: !(v ≤ bv)
+                // holds for a NaN v, and a NaN bv is never replaced. Selects, not branches:
+                // which cell wins is data-dependent and would mispredict.
+                #[allow(clippy::neg_cmp_op_on_partial_ord)]
+                let better = (bi == usize::MAX) | (!(v <= bv) & !bv.is_nan());
+                bi = if better { i } else { bi };
+                bv = if better { v } else { bv };
+            };
+            if unpadded {
+                // Every window lies inside the plane: no bounds logic per tap.
+                let base = oh * sh * w_in + ow * sw;
+                for r in 0..kh {
+                    for s in 0..kw {
+                        consider(base + r * w_in + s);
+                    }
+                }
+            } else {
+                for r in 0..kh {
+                    let Some(ih) = g.h.input_index(oh, r) else { continue };
+                    for s in 0..kw {
+                        let Some(iw) = g.w.input_index(ow, s) else { continue };
+                        consider(ih * w_in + iw);
+                    }
+                }
+            }
+            // Geometry guarantees every window has a real cell, so bi is set.
+            *o = bv;
+            *a = offset + bi as u32;
+        }
+    }
 }
 
 /// Max pooling backward: each output gradient added to its window's maximum.
@@ -82,14 +112,16 @@ pub fn avg_pool2d(x: &Tensor, p: &Pool2dParams) -> Result<Tensor> {
     let mut y = Tensor::zeros(&g.output_shape())?;
     let (plane_in, plane_out) = (g.h.input * g.w.input, g.h.output * g.w.output);
     let ys = SharedMut::new(y.data_mut());
-    planes(&g, |pl| {
-        let src = &x.data()[pl * plane_in..(pl + 1) * plane_in];
-        for oh in 0..g.h.output {
-            for ow in 0..g.w.output {
-                let (sum, count) = window(&g, oh, ow, |i| src[i]);
-                let v = sum / divisor(&g, count);
-                // SAFETY: inside this plane's block of the output, written by this part only.
-                unsafe { *ys.get().add(pl * plane_out + oh * g.w.output + ow) = v };
+    planes(&g, |first, count| {
+        for pl in first..first + count {
+            let src = &x.data()[pl * plane_in..(pl + 1) * plane_in];
+            for oh in 0..g.h.output {
+                for ow in 0..g.w.output {
+                    let (sum, count) = window(&g, oh, ow, |i| src[i]);
+                    let v = sum / divisor(&g, count);
+                    // SAFETY: inside this plane's block of the output, written by this part only.
+                    unsafe { *ys.get().add(pl * plane_out + oh * g.w.output + ow) = v };
+                }
             }
         }
     });
@@ -106,16 +138,18 @@ pub fn avg_pool2d_backward(grad_out: &Tensor, input_shape: &[usize], p: &Pool2dP
     let mut dx = Tensor::zeros(input_shape)?;
     let (plane_in, plane_out) = (g.h.input * g.w.input, g.h.output * g.w.output);
     let ds = SharedMut::new(dx.data_mut());
-    planes(&g, |pl| {
-        for oh in 0..g.h.output {
-            for ow in 0..g.w.output {
-                let (_, count) = window(&g, oh, ow, |_| 0.0);
-                let share = grad_out.data()[pl * plane_out + oh * g.w.output + ow] / divisor(&g, count);
-                window(&g, oh, ow, |i| {
-                    // SAFETY: i is inside this plane of dx, which only this part writes.
-                    unsafe { *ds.get().add(pl * plane_in + i) += share };
-                    0.0
-                });
+    planes(&g, |first, count| {
+        for pl in first..first + count {
+            for oh in 0..g.h.output {
+                for ow in 0..g.w.output {
+                    let (_, count) = window(&g, oh, ow, |_| 0.0);
+                    let share = grad_out.data()[pl * plane_out + oh * g.w.output + ow] / divisor(&g, count);
+                    window(&g, oh, ow, |i| {
+                        // SAFETY: i is inside this plane of dx, which only this part writes.
+                        unsafe { *ds.get().add(pl * plane_in + i) += share };
+                        0.0
+                    });
+                }
             }
         }
     });
@@ -146,16 +180,20 @@ fn window(g: &Pool2dGeometry, oh: usize, ow: usize, mut f: impl FnMut(usize) -> 
     (sum, count)
 }
 
-/// Runs `f(plane)` for every `N·C` plane, split among threads for large problems.
-fn planes(g: &Pool2dGeometry, f: impl Fn(usize) + Sync + Send) {
+/// Runs `f(first, count)` over ranges covering every `N·C` plane, split among threads for
+/// large problems.
+fn planes(g: &Pool2dGeometry, f: impl Fn(usize, usize) + Sync + Send) {
     let count = g.n * g.c;
     let work = (count * g.h.output * g.w.output * g.h.kernel * g.w.kernel) as f64;
     let threads = Parallelism::Auto.threads_for(work);
     if threads > 1 && count > 1 {
         let per = count.div_ceil(threads * 4);
-        for_each_part(count.div_ceil(per), |part| (part * per..((part + 1) * per).min(count)).for_each(&f));
+        for_each_part(count.div_ceil(per), |part| {
+            let first = part * per;
+            f(first, per.min(count - first));
+        });
     } else {
-        (0..count).for_each(f);
+        f(0, count);
     }
 }
 
