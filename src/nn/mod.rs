@@ -32,7 +32,7 @@ pub use lenet::{lenet5, Activation, Pooling};
 pub use loss::{softmax_cross_entropy, LossValue};
 pub use metrics::ConfusionMatrix;
 pub use optim::{Adam, LrSchedule, Optimizer, Sgd};
-pub use train::{evaluate, fit, Evaluation, FitConfig, History, Progress};
+pub use train::{evaluate, fit, Augment, EpochRecord, Evaluation, FitConfig, History, Progress};
 
 use crate::error::{Error, Result};
 use crate::Tensor;

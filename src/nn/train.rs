@@ -8,8 +8,12 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::time::Instant;
 
+/// A batch transform applied before each training step: it gets the batch (batch first)
+/// and a seed derived from the fit seed, the epoch and the step, so runs are reproducible.
+pub type Augment = std::sync::Arc<dyn Fn(&mut Tensor, u64) + Send + Sync>;
+
 /// How to train.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FitConfig {
     /// Passes over the training set.
     pub epochs: usize,
@@ -24,10 +28,27 @@ pub struct FitConfig {
     /// Stop after this many epochs without a lower validation loss (and restore the best
     /// weights); `None` to always run every epoch.
     pub patience: Option<usize>,
+    /// Optional augmentation of each training batch (never of validation data).
+    pub augment: Option<Augment>,
+}
+
+impl std::fmt::Debug for FitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FitConfig")
+            .field("epochs", &self.epochs)
+            .field("batch_size", &self.batch_size)
+            .field("schedule", &self.schedule)
+            .field("seed", &self.seed)
+            .field("validation", &self.validation)
+            .field("patience", &self.patience)
+            .field("augment", &self.augment.is_some())
+            .finish()
+    }
 }
 
 impl Default for FitConfig {
-    /// 10 epochs of 64, Adam-sized constant rate 1e-3, seed 0, 10% validation, patience 3.
+    /// 10 epochs of 64, Adam-sized constant rate 1e-3, seed 0, 10% validation, patience 3,
+    /// no augmentation.
     fn default() -> Self {
         FitConfig {
             epochs: 10,
@@ -36,6 +57,7 @@ impl Default for FitConfig {
             seed: 0,
             validation: 0.1,
             patience: Some(3),
+            augment: None,
         }
     }
 }
@@ -149,7 +171,11 @@ pub fn fit(
         let start = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (b, idx) in train_idx.chunks(cfg.batch_size).enumerate() {
-            let x = gather(images, idx)?;
+            let mut x = gather(images, idx)?;
+            if let Some(aug) = &cfg.augment {
+                let seed = cfg.seed ^ ((epoch as u64) << 32 | b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                aug(&mut x, seed);
+            }
             let y: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
             let logits = model.forward(&x, true)?;
             let l = softmax_cross_entropy(&logits, &y)?;

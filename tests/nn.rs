@@ -1,0 +1,180 @@
+//! The layer API: gradients through every layer type, save/load, corrupted files, shape
+//! errors, determinism across thread counts, and a short training run that must learn.
+
+use convkit::data::load_mnist;
+use convkit::nn::{
+    evaluate, fit, lenet5, load_safetensors, save_safetensors, Activation, Adam, AvgPool2d, Conv2d, Dense, Dropout,
+    FitConfig, Flatten, GlobalAvgPool, Layer, LrSchedule, MaxPool2d, Pooling, Relu, Sequential, Sigmoid, Softmax, Tanh,
+};
+use convkit::parallel::with_threads;
+use convkit::{Error, Tensor};
+use std::path::Path;
+
+fn data(shape: &[usize], seed: usize) -> Tensor {
+    Tensor::from_fn(shape, |i| (((i + seed) * 7919 % 1013) as f32 / 506.5) - 1.0).unwrap()
+}
+
+/// L = Σ out·r: its gradient with respect to the output is r.
+fn loss(model: &mut Sequential, x: &Tensor, r: &Tensor) -> f64 {
+    let y = model.forward(x, true).unwrap();
+    y.data().iter().zip(r.data()).map(|(a, b)| *a as f64 * *b as f64).sum()
+}
+
+fn check_model(layers: Vec<Box<dyn Layer>>, input: &[usize]) {
+    let mut model = Sequential::new(&input[1..], layers).unwrap();
+    let x = data(input, 1);
+    let y = model.forward(&x, true).unwrap();
+    let r = data(y.shape(), 2);
+    let dx = model.backward(&r).unwrap();
+    let grads: Vec<(String, Tensor, Tensor)> = {
+        let mut ps = model.params();
+        ps.iter_mut().map(|p| (p.name.to_string(), p.value.clone(), p.grad.clone())).collect()
+    };
+    let h = 1e-3f32;
+    let close = |what: &str, fd: f64, an: f64| {
+        assert!((fd - an).abs() <= 0.03 * an.abs().max(0.05), "{what}: analytic {an} vs finite difference {fd}");
+    };
+    // Input gradient at a spread of cells.
+    for i in (0..x.len()).step_by(x.len() / 13 + 1) {
+        let (mut xp, mut xm) = (x.clone(), x.clone());
+        xp.data_mut()[i] += h;
+        xm.data_mut()[i] -= h;
+        let fd = (loss(&mut model, &xp, &r) - loss(&mut model, &xm, &r)) / (2.0 * h as f64);
+        close(&format!("d/dx[{i}]"), fd, dx.data()[i] as f64);
+    }
+    // Parameter gradients at a spread of cells of every parameter.
+    for (pi, (name, value, grad)) in grads.iter().enumerate() {
+        for i in (0..value.len()).step_by(value.len() / 7 + 1) {
+            let set = |m: &mut Sequential, v: f32| {
+                let mut ps = m.params();
+                ps[pi].value.data_mut()[i] = v;
+            };
+            set(&mut model, value.data()[i] + h);
+            let lp = loss(&mut model, &x, &r);
+            set(&mut model, value.data()[i] - h);
+            let lm = loss(&mut model, &x, &r);
+            set(&mut model, value.data()[i]);
+            close(&format!("d/d{name}[{i}] (param {pi})"), (lp - lm) / (2.0 * h as f64), grad.data()[i] as f64);
+        }
+    }
+}
+
+#[test]
+fn gradients_through_every_layer_type() {
+    check_model(
+        vec![
+            Box::new(Conv2d::new(2, 3, 3, 1, 1)),
+            Box::new(Tanh::default()),
+            Box::new(MaxPool2d::new(2)),
+            Box::new(Conv2d::new(3, 4, 3, 1, 2)),
+            Box::new(Relu::default()),
+            Box::new(AvgPool2d::new(2)),
+            Box::new(Sigmoid::default()),
+            Box::new(Flatten::default()),
+            Box::new(Dense::new(16, 5, 3)),
+            Box::new(Dropout::new(0.0, 4).unwrap()),
+            Box::new(Softmax::default()),
+        ],
+        &[2, 2, 8, 8],
+    );
+    check_model(
+        vec![Box::new(Conv2d::new(3, 4, 3, 0, 5)), Box::new(GlobalAvgPool::default()), Box::new(Dense::new(4, 3, 6))],
+        &[2, 3, 6, 7],
+    );
+}
+
+#[test]
+fn shape_errors_name_the_layer() {
+    let e = Sequential::new(
+        &[1, 28, 28],
+        vec![Box::new(Conv2d::new(1, 6, 5, 0, 1)), Box::new(Flatten::default()), Box::new(Dense::new(100, 10, 1))],
+    )
+    .err()
+    .expect("24·24·6 inputs do not fit a 100-input dense layer");
+    let msg = e.to_string();
+    assert!(msg.contains("layer 2 (Dense(100→10))") && msg.contains("[N, 100]") && msg.contains("[1, 3456]"), "{msg}");
+    let mut m = lenet5(Activation::Relu, Pooling::Max, 1).unwrap();
+    let e = m.forward(&Tensor::zeros(&[2, 1, 32, 32]).unwrap(), false).unwrap_err();
+    assert_eq!(e.to_string(), "model input: expected [N, 1, 28, 28], got [2, 1, 32, 32]");
+    assert!(Dropout::new(1.0, 0).is_err());
+    assert!(Conv2d::new(1, 6, 5, 0, 1).backward(&Tensor::zeros(&[1, 6, 24, 24]).unwrap()).is_err());
+}
+
+#[test]
+fn save_load_round_trip_and_bad_files() {
+    let dir = std::env::temp_dir().join(format!("convkit-nn-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("w.safetensors");
+    let x = data(&[3, 1, 28, 28], 9);
+    let mut a = lenet5(Activation::Relu, Pooling::Max, 11).unwrap();
+    save_safetensors(&mut a, &path, &[("model", "lenet5")]).unwrap();
+    let mut b = lenet5(Activation::Relu, Pooling::Max, 99).unwrap();
+    assert_ne!(a.forward(&x, false).unwrap(), b.forward(&x, false).unwrap());
+    let meta = load_safetensors(&mut b, &path).unwrap();
+    assert_eq!(meta, vec![("model".to_string(), "lenet5".to_string())]);
+    let (ya, yb) = (a.forward(&x, false).unwrap(), b.forward(&x, false).unwrap());
+    assert!(
+        ya.data().iter().zip(yb.data()).all(|(p, q)| p.to_bits() == q.to_bits()),
+        "predictions must match bit for bit"
+    );
+
+    let bytes = std::fs::read(&path).unwrap();
+    let bad = dir.join("bad.safetensors");
+    for (what, corrupt) in [
+        ("truncated data", bytes[..bytes.len() - 5].to_vec()),
+        ("truncated header", bytes[..20].to_vec()),
+        ("garbage header", [&bytes[..8], &vec![b'x'; bytes.len() - 8][..]].concat()),
+        ("huge header length", [&u64::MAX.to_le_bytes()[..], &bytes[8..]].concat()),
+    ] {
+        std::fs::write(&bad, corrupt).unwrap();
+        let e = load_safetensors(&mut b, &bad).unwrap_err();
+        assert!(matches!(e, Error::Format { .. }), "{what}: {e}");
+    }
+    // Weights of another model: a different first layer.
+    let mut other = Sequential::new(&[1, 28, 28], vec![Box::new(Conv2d::new(1, 8, 3, 1, 1))]).unwrap();
+    let e = load_safetensors(&mut other, &path).unwrap_err();
+    assert!(e.to_string().contains("0.weight") && e.to_string().contains("[8, 1, 3, 3]"), "{e}");
+    assert!(matches!(load_safetensors(&mut b, Path::new("/nonexistent.safetensors")), Err(Error::Io { .. })));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn train(threads: usize, n: usize, epochs: usize) -> (Sequential, Vec<u32>) {
+    let m = load_mnist(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data")).unwrap();
+    let images = Tensor::new(m.train_images.data()[..n * 784].to_vec(), &[n, 1, 28, 28]).unwrap();
+    let mut model = lenet5(Activation::Relu, Pooling::Max, 5).unwrap();
+    let cfg = FitConfig {
+        epochs,
+        batch_size: 32,
+        schedule: LrSchedule::Constant(2e-3),
+        seed: 7,
+        validation: 0.0,
+        patience: None,
+        augment: None,
+    };
+    with_threads(threads, || {
+        fit(&mut model, &mut Adam::default(), &images, &m.train_labels[..n], &cfg, &mut |_| {}).unwrap()
+    });
+    let bits = model
+        .named_params()
+        .iter()
+        .flat_map(|(_, t)| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+        .collect();
+    (model, bits)
+}
+
+#[test]
+fn training_is_identical_on_one_and_two_threads() {
+    let (_, one) = train(1, 256, 1);
+    let (_, two) = train(2, 256, 1);
+    assert!(one == two, "weights after one epoch differ between 1 and 2 threads");
+}
+
+#[test]
+fn a_short_run_learns() {
+    // 600 digits, 3 epochs: chance is 10%; LeNet must reach 85% on the 2,000 test digits.
+    let (mut model, _) = train(2, 600, 3);
+    let m = load_mnist(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data")).unwrap();
+    let e = evaluate(&mut model, &m.test_images, &m.test_labels, 256).unwrap();
+    println!("short run: test accuracy {:.4}", e.accuracy);
+    assert!(e.accuracy >= 0.85, "test accuracy {} after a short run", e.accuracy);
+}
