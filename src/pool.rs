@@ -83,6 +83,47 @@ fn max_plane(g: &Pool2dGeometry, src: &[f32], out: &mut [f32], arg: &mut [u32], 
     }
 }
 
+/// Max pooling without the argmax (inference): each output row is built as a running
+/// maximum over the window's taps, which vectorises across output columns. NaN propagates,
+/// as in [`max_pool2d`].
+///
+/// # Errors
+/// Geometry errors of [`Pool2dGeometry::new`].
+pub fn max_pool2d_values(x: &Tensor, p: &Pool2dParams) -> Result<Tensor> {
+    let g = Pool2dGeometry::new(x.shape(), p)?;
+    let unpadded = g.h.pad_before + g.h.pad_after + g.w.pad_before + g.w.pad_after == 0;
+    if !unpadded {
+        return Ok(max_pool2d(x, p)?.0);
+    }
+    let mut y = Tensor::zeros(&g.output_shape())?;
+    let (plane_in, plane_out) = (g.h.input * g.w.input, g.h.output * g.w.output);
+    let (kh, kw, sh, sw, w_in, ow_n) = (g.h.kernel, g.w.kernel, g.h.stride, g.w.stride, g.w.input, g.w.output);
+    let ys = SharedMut::new(y.data_mut());
+    planes(&g, |first, count| {
+        // SAFETY: planes first..first+count of y belong to this part alone, inside y.
+        let out = unsafe { std::slice::from_raw_parts_mut(ys.get().add(first * plane_out), count * plane_out) };
+        for (k, o) in out.chunks_exact_mut(plane_out).enumerate() {
+            let src = &x.data()[(first + k) * plane_in..(first + k + 1) * plane_in];
+            for (oh, row) in o.chunks_exact_mut(ow_n).enumerate() {
+                for r in 0..kh {
+                    let line = &src[(oh * sh + r) * w_in..(oh * sh + r + 1) * w_in];
+                    for s in 0..kw {
+                        let taps = line[s..].iter().step_by(sw);
+                        if r == 0 && s == 0 {
+                            row.iter_mut().zip(taps).for_each(|(m, &v)| *m = v);
+                        } else {
+                            // NaN wins: `v > m` is false for NaN m, which is kept; a NaN v
+                            // replaces m.
+                            row.iter_mut().zip(taps).for_each(|(m, &v)| *m = if v > *m || v.is_nan() { v } else { *m });
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(y)
+}
+
 /// Max pooling backward: each output gradient added to its window's maximum.
 ///
 /// # Errors
@@ -217,6 +258,19 @@ mod tests {
     use crate::reference;
 
     #[test]
+    fn nan_propagates() {
+        let mut x = Tensor::from_fn(&[1, 1, 4, 4], |i| i as f32).unwrap();
+        x.data_mut()[5] = f32::NAN;
+        let p = Pool2dParams::new(2, 2);
+        let want = reference::max_pool2d(&x, &p).unwrap();
+        assert!(want.data()[0].is_nan());
+        for y in [max_pool2d(&x, &p).unwrap().0, max_pool2d_values(&x, &p).unwrap()] {
+            assert!(y.data()[0].is_nan());
+            assert_eq!(&y.data()[1..], &want.data()[1..]);
+        }
+    }
+
+    #[test]
     fn matches_the_reference() {
         let x = Tensor::from_fn(&[2, 3, 9, 7], |i| ((i * 37 % 101) as f32 - 50.0) / 25.0).unwrap();
         for p in [
@@ -227,6 +281,7 @@ mod tests {
         ] {
             let (y, arg) = max_pool2d(&x, &p).unwrap();
             assert_eq!(y, reference::max_pool2d(&x, &p).unwrap());
+            assert_eq!(max_pool2d_values(&x, &p).unwrap(), y);
             let dy = Tensor::from_fn(y.shape(), |i| (i % 5) as f32 - 2.0).unwrap();
             let dx = max_pool2d_backward(&dy, &arg, x.shape()).unwrap();
             assert_eq!(dx, reference::max_pool2d_backward(&x, &dy, &p).unwrap());

@@ -265,8 +265,12 @@ impl Layer for MaxPool2d {
         Ok(Pool2dGeometry::new(input, &self.params)?.output_shape().to_vec())
     }
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train {
+            self.cache = None;
+            return pool::max_pool2d_values(x, &self.params);
+        }
         let (y, arg) = pool::max_pool2d(x, &self.params)?;
-        self.cache = train.then(|| (x.shape().to_vec(), arg));
+        self.cache = Some((x.shape().to_vec(), arg));
         Ok(y)
     }
     fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
