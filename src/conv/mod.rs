@@ -152,7 +152,7 @@ impl Conv2dPlan {
     ///
     /// `Auto` picks `Depthwise` when `groups = C = K`; `Direct` when the reduction per
     /// output is short (`C/groups·R·S ≤ 32`, as in LeNet's first layer and RGB stems), when
-    /// there are at most 8 output channels per group, or when the whole problem is tiny;
+    /// there are at most 16 output channels per group, or when the whole problem is tiny;
     /// `Winograd` for 3×3, stride-1, undilated layers with at least 32 input and output
     /// channels per group; and `Im2col` otherwise.
     ///
@@ -321,7 +321,7 @@ fn select(geo: &Conv2dGeometry) -> Algorithm {
     if geo.groups == geo.c && geo.groups == geo.k && geo.groups > 1 {
         return Algorithm::Depthwise;
     }
-    if geo.reduction_len() <= 32 || geo.k_per_group() <= 8 || geo.flops() < 2.0e4 {
+    if geo.reduction_len() <= 32 || geo.k_per_group() <= 16 || geo.flops() < 2.0e4 {
         Algorithm::Direct
     } else if winograd::unsupported_reason(geo).is_none() && geo.c_per_group() >= 32 && geo.k_per_group() >= 32 {
         Algorithm::Winograd
