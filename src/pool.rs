@@ -47,33 +47,39 @@ fn max_plane(g: &Pool2dGeometry, src: &[f32], out: &mut [f32], arg: &mut [u32], 
     let unpadded = g.h.pad_before + g.h.pad_after + g.w.pad_before + g.w.pad_after == 0;
     for oh in 0..g.h.output {
         let (orow, arow) = (&mut out[oh * ow_n..(oh + 1) * ow_n], &mut arg[oh * ow_n..(oh + 1) * ow_n]);
-        for (ow, (o, a)) in orow.iter_mut().zip(arow.iter_mut()).enumerate() {
-            let (mut bv, mut bi) = (f32::NAN, usize::MAX);
-            let mut consider = |i: usize| {
-                let v = src[i];
-                // v beats bv if there is none yet, v > bv, or v is the first NaN: !(v ≤ bv)
-                // holds for a NaN v, and a NaN bv is never replaced. Selects, not branches:
-                // which cell wins is data-dependent and would mispredict.
-                #[allow(clippy::neg_cmp_op_on_partial_ord)]
-                let better = (bi == usize::MAX) | (!(v <= bv) & !bv.is_nan());
-                bi = if better { i } else { bi };
-                bv = if better { v } else { bv };
-            };
-            if unpadded {
-                // Every window lies inside the plane: no bounds logic per tap.
-                let base = oh * sh * w_in + ow * sw;
-                for r in 0..kh {
-                    for s in 0..kw {
-                        consider(base + r * w_in + s);
+        if unpadded {
+            // Every window lies inside the plane. Taps in window order, each applied to the
+            // whole output row: a running maximum and its index, updated with selects
+            // (vectorisable, and no data-dependent branches). A tap wins if it is larger,
+            // or is the first NaN: !(v ≤ m) holds for a NaN v, and a NaN m is never replaced.
+            for r in 0..kh {
+                let row0 = (oh * sh + r) * w_in;
+                for s in 0..kw {
+                    let taps = src[row0 + s..].iter().step_by(sw);
+                    let first = r == 0 && s == 0;
+                    for (ow, ((m, a), &v)) in orow.iter_mut().zip(arow.iter_mut()).zip(taps).enumerate() {
+                        let idx = offset + (row0 + s + ow * sw) as u32;
+                        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+                        let better = first | (!(v <= *m) & !m.is_nan());
+                        *a = if better { idx } else { *a };
+                        *m = if better { v } else { *m };
                     }
                 }
-            } else {
-                for r in 0..kh {
-                    let Some(ih) = g.h.input_index(oh, r) else { continue };
-                    for s in 0..kw {
-                        let Some(iw) = g.w.input_index(ow, s) else { continue };
-                        consider(ih * w_in + iw);
-                    }
+            }
+            continue;
+        }
+        for (ow, (o, a)) in orow.iter_mut().zip(arow.iter_mut()).enumerate() {
+            let (mut bv, mut bi) = (f32::NAN, usize::MAX);
+            for r in 0..kh {
+                let Some(ih) = g.h.input_index(oh, r) else { continue };
+                for s in 0..kw {
+                    let Some(iw) = g.w.input_index(ow, s) else { continue };
+                    let i = ih * w_in + iw;
+                    let v = src[i];
+                    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+                    let better = (bi == usize::MAX) | (!(v <= bv) & !bv.is_nan());
+                    bi = if better { i } else { bi };
+                    bv = if better { v } else { bv };
                 }
             }
             // Geometry guarantees every window has a real cell, so bi is set.
