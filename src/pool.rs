@@ -231,7 +231,9 @@ fn window(g: &Pool2dGeometry, oh: usize, ow: usize, mut f: impl FnMut(usize) -> 
 /// large problems.
 fn planes(g: &Pool2dGeometry, f: impl Fn(usize, usize) + Sync + Send) {
     let count = g.n * g.c;
-    let work = (count * g.h.output * g.w.output * g.h.kernel * g.w.kernel) as f64;
+    // A window tap (load, compare, select, index) costs about as much as a dozen of the
+    // flops the threshold is calibrated in.
+    let work = 12.0 * (count * g.h.output * g.w.output * g.h.kernel * g.w.kernel) as f64;
     let threads = Parallelism::Auto.threads_for(work);
     if threads > 1 && count > 1 {
         let per = count.div_ceil(threads * 4);

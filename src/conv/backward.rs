@@ -256,12 +256,28 @@ fn weight_images(
 pub(super) fn bias(plan: &Conv2dPlan, dy: &[f32], db: &mut [f32]) {
     let g = &plan.geo;
     let pixels = g.h.output * g.w.output;
-    for (k, out) in db.iter_mut().enumerate() {
-        let mut acc = 0.0f64;
+    // Each channel's sum in f64 over four interleaved partial sums (a fixed order, so the
+    // result does not depend on the thread count; four chains instead of one dependency).
+    let channel = |k: usize| {
+        let mut acc = [0.0f64; 4];
         for n in 0..g.n {
             let start = (n * g.k + k) * pixels;
-            acc += dy[start..start + pixels].iter().map(|&v| v as f64).sum::<f64>();
+            for chunk in dy[start..start + pixels].chunks(4) {
+                for (a, &v) in acc.iter_mut().zip(chunk) {
+                    *a += v as f64;
+                }
+            }
         }
-        *out = acc as f32;
+        ((acc[0] + acc[1]) + (acc[2] + acc[3])) as f32
+    };
+    let threads = plan.parallelism.threads_for(4.0 * dy.len() as f64);
+    if threads > 1 && g.k > 1 {
+        let out = SharedMut::new(db);
+        for_each_part(g.k, |k| {
+            // SAFETY: each part writes only db[k], inside db.
+            unsafe { *out.get().add(k) = channel(k) };
+        });
+    } else {
+        db.iter_mut().enumerate().for_each(|(k, o)| *o = channel(k));
     }
 }
