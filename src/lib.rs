@@ -1,6 +1,6 @@
 //! convkit: SIMD and multithreaded kernels for convolutional neural networks.
 //!
-//! Every fast kernel has a plain [`reference`] loop that is its ground truth.
+//! Every fast kernel has a plain [`reference`](mod@reference) loop that is its ground truth.
 //!
 //! ```
 //! use convkit::{reference, Conv2dParams, Padding, Tensor};

@@ -2,7 +2,7 @@
 //!
 //! Clarity over speed — never optimise this module. Every function here accumulates in `f64`.
 //! Each operation comes in two forms:
-//! - an `f32` [`Tensor`](crate::Tensor) form that validates shapes and returns `Result`,
+//! - an `f32` [`Tensor`] form that validates shapes and returns `Result`,
 //!   which tests, benchmarks and fuzz targets compare fast kernels against;
 //! - an `_f64` slice form on a validated geometry, used by finite-difference gradient checks
 //!   (which need the extra precision) and by the `f32` form itself.
