@@ -132,8 +132,8 @@ impl Sequential {
                 std::iter::once("N".to_string()).chain(self.input.iter().map(usize::to_string)).collect();
             return Err(Error::shape("model input", format!("[{}]", want.join(", ")), x.shape()));
         }
-        let mut h = self.layers[0].forward(x, train)?;
-        for layer in &mut self.layers[1..] {
+        let mut h = x.clone();
+        for layer in &mut self.layers {
             h = layer.forward(&h, train)?;
         }
         Ok(h)
