@@ -47,6 +47,25 @@ fn max_plane(g: &Pool2dGeometry, src: &[f32], out: &mut [f32], arg: &mut [u32], 
     let unpadded = g.h.pad_before + g.h.pad_after + g.w.pad_before + g.w.pad_after == 0;
     for oh in 0..g.h.output {
         let (orow, arow) = (&mut out[oh * ow_n..(oh + 1) * ow_n], &mut arg[oh * ow_n..(oh + 1) * ow_n]);
+        if unpadded && (kh, kw, sh, sw) == (2, 2, 2, 2) {
+            // The common 2×2 / stride-2 window: both input rows read as pairs, taps in window
+            // order with selects (first maximum wins, first NaN wins), no strided iterators.
+            let (l0, l1) = (&src[2 * oh * w_in..][..2 * ow_n], &src[(2 * oh + 1) * w_in..][..2 * ow_n]);
+            let pairs = l0.chunks_exact(2).zip(l1.chunks_exact(2));
+            for (ow, ((m, a), (p, q))) in orow.iter_mut().zip(arow.iter_mut()).zip(pairs).enumerate() {
+                let base = offset + (2 * oh * w_in + 2 * ow) as u32;
+                let (mut bv, mut bi) = (p[0], base);
+                for (v, i) in [(p[1], base + 1), (q[0], base + w_in as u32), (q[1], base + w_in as u32 + 1)] {
+                    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+                    let better = !(v <= bv) & !bv.is_nan();
+                    bi = if better { i } else { bi };
+                    bv = if better { v } else { bv };
+                }
+                *m = bv;
+                *a = bi;
+            }
+            continue;
+        }
         if unpadded {
             // Every window lies inside the plane. Taps in window order, each applied to the
             // whole output row: a running maximum and its index, updated with selects
