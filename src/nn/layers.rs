@@ -372,14 +372,35 @@ impl Layer for Flatten {
     }
 }
 
-/// Element-wise layers share this: forward `y = f(x)`, backward `dx = dy · f'(…)` from
-/// the cached input or output.
+/// Maps `f` over `src` into a new buffer, in parallel chunks when large (each element is
+/// computed the same way whatever the split).
+fn par_map(src: &[f32], f: impl Fn(usize, f32) -> f32 + Sync + Send) -> Vec<f32> {
+    const CHUNK: usize = 1 << 14;
+    let mut out = vec![0.0f32; src.len()];
+    let threads = crate::parallel::Parallelism::Auto.threads_for(8.0 * src.len() as f64);
+    if threads > 1 && src.len() > CHUNK {
+        let ptr = crate::parallel::SharedMut::new(&mut out);
+        crate::parallel::for_each_part(src.len().div_ceil(CHUNK), |c| {
+            let (lo, hi) = (c * CHUNK, ((c + 1) * CHUNK).min(src.len()));
+            for (i, &v) in src[lo..hi].iter().enumerate() {
+                // SAFETY: chunk c writes only out[lo..hi], inside out, no other part does.
+                unsafe { *ptr.get().add(lo + i) = f(lo + i, v) };
+            }
+        });
+    } else {
+        out.iter_mut().zip(src).enumerate().for_each(|(i, (o, &v))| *o = f(i, v));
+    }
+    out
+}
+
+/// Element-wise layers share this: forward `y = f(x)`, backward `dx = dy · f'` written in
+/// terms of the cached output `y` alone (ReLU: `y > 0` exactly when `x > 0`).
 macro_rules! elementwise {
-    ($(#[$doc:meta])* $name:ident, $label:literal, |$x:ident| $f:expr, |$xc:ident, $yc:ident, $g:ident| $df:expr) => {
+    ($(#[$doc:meta])* $name:ident, $label:literal, |$x:ident| $f:expr, |$yc:ident, $g:ident| $df:expr) => {
         $(#[$doc])*
         #[derive(Default)]
         pub struct $name {
-            cache: Option<(Tensor, Tensor)>,
+            output: Option<Tensor>,
         }
 
         impl Layer for $name {
@@ -390,22 +411,15 @@ macro_rules! elementwise {
                 Ok(input.to_vec())
             }
             fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
-                let y: Vec<f32> = x.data().iter().map(|&$x| $f).collect();
-                let y = Tensor::new(y, x.shape())?;
-                self.cache = train.then(|| (x.clone(), y.clone()));
+                let y = Tensor::new(par_map(x.data(), |_, $x| $f), x.shape())?;
+                self.output = train.then(|| y.clone());
                 Ok(y)
             }
             fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
-                let (xs, ys) = self.cache.as_ref().ok_or_else(|| not_trained($label))?;
-                expect_shape(concat!($label, " grad_output"), dy.shape(), xs.shape())?;
-                let d: Vec<f32> = xs
-                    .data()
-                    .iter()
-                    .zip(ys.data())
-                    .zip(dy.data())
-                    .map(|((&$xc, &$yc), &$g)| $df)
-                    .collect();
-                Tensor::new(d, xs.shape())
+                let ys = self.output.as_ref().ok_or_else(|| not_trained($label))?;
+                expect_shape(concat!($label, " grad_output"), dy.shape(), ys.shape())?;
+                let yd = ys.data();
+                Tensor::new(par_map(dy.data(), |i, $g| { let $yc = yd[i]; $df }), ys.shape())
             }
         }
     };
@@ -413,17 +427,17 @@ macro_rules! elementwise {
 
 elementwise!(
     /// `max(x, 0)` (NaN propagates); derivative 0 at 0.
-    Relu, "ReLU", |x| if x < 0.0 { 0.0 } else { x }, |x, _y, g| if x > 0.0 { g } else { 0.0 }
+    Relu, "ReLU", |x| if x < 0.0 { 0.0 } else { x }, |y, g| if y > 0.0 { g } else { 0.0 }
 );
 elementwise!(
     /// `1 / (1 + e^−x)`, computed without overflow.
     Sigmoid, "Sigmoid",
     |x| if x >= 0.0 { 1.0 / (1.0 + (-x).exp()) } else { let e = x.exp(); e / (1.0 + e) },
-    |_x, y, g| g * y * (1.0 - y)
+    |y, g| g * y * (1.0 - y)
 );
 elementwise!(
     /// `tanh(x)`.
-    Tanh, "Tanh", |x| x.tanh(), |_x, y, g| g * (1.0 - y * y)
+    Tanh, "Tanh", |x| x.tanh(), |y, g| g * (1.0 - y * y)
 );
 
 /// Row-wise softmax of `[N, classes]` (stable); backward is the Jacobian-vector product.
