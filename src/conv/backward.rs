@@ -24,15 +24,6 @@ use crate::parallel::{for_each_part, Parallelism, SharedMut};
 /// the GEMM's packed panels).
 const DCOL_TILE_FLOATS: usize = 1 << 18;
 
-fn pointwise(plan: &Conv2dPlan) -> bool {
-    let g = &plan.geo;
-    g.h.kernel == 1
-        && g.w.kernel == 1
-        && g.h.stride == 1
-        && g.w.stride == 1
-        && g.h.pad_before + g.h.pad_after + g.w.pad_before + g.w.pad_after == 0
-}
-
 /// For a stride-1 convolution whose padding on each side is at most the kernel's reach
 /// `d·(R−1)`, backward-data is a forward convolution: `dX = conv(dY, W')` with
 /// `W'[g·C/G + c, kk, r, s] = W[g·K/G + kk, c, R−1−r, S−1−s]`, the same groups and dilation,
@@ -108,7 +99,7 @@ pub(super) fn data(plan: &Conv2dPlan, dy: &[f32], w: &[f32], dx: &mut [f32]) {
             let wgt = MatRef::new(wg, crs_len, kg, 1, crs_len).expect("weight block in bounds");
             let dy_g = &dy[(n * g.k + grp * kg) * pixels..(n * g.k + (grp + 1) * kg) * pixels];
             let dxg = &mut dxn[grp * cg * plane..(grp + 1) * cg * plane];
-            if pointwise(plan) {
+            if im2col::is_pointwise(g) {
                 let b = MatRef::row_major(dy_g, kg, pixels).expect("grad block in bounds");
                 let c = MatMut::row_major(dxg, cg, plane).expect("input block in bounds");
                 gemm(wgt, b, c, &params).expect("shapes agree by construction");

@@ -8,8 +8,8 @@
 //!
 //! run as the transposed product `Y_gᵀ = Colᵀ · W_gᵀ` so that the GEMM vectorises along
 //! pixels (contiguous in Y). [`Im2colRows`] packs `Colᵀ` (rows = pixels) for the forward
-//! pass; [`Im2colCols`] packs `Col` (rows = `(c,r,s)`, columns = pixels of every image) for
-//! backward-weight.
+//! pass; [`Im2colTaps`] packs `Col` (rows = `(c,r,s)`, columns = pixels) for
+//! backward-weight; [`Subsampled`] packs strided 1×1 layers straight from the input.
 
 use super::padded::Padded;
 use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
@@ -181,7 +181,7 @@ fn is_subsampled(g: &Conv2dGeometry) -> bool {
 
 /// Whether the convolution reads its input as the im2col matrix directly: 1×1 kernel, stride
 /// 1, no padding (dilation is then irrelevant).
-fn is_pointwise(g: &Conv2dGeometry) -> bool {
+pub(super) fn is_pointwise(g: &Conv2dGeometry) -> bool {
     g.h.kernel == 1
         && g.w.kernel == 1
         && g.h.stride == 1
