@@ -264,6 +264,11 @@ impl Conv2dGeometry {
             let len = checked_product(&shape, what)?;
             len.checked_mul(4).filter(|&b| b <= isize::MAX as usize).ok_or_else(|| Error::overflow(what))?;
         }
+        // Each factor group on its own as well: a zero batch or channel count must not hide
+        // a reduction length that overflows (found by fuzzing).
+        checked_product(&[geo.c_per_group(), r, s], "conv2d reduction length (C/groups·R·S)")?;
+        checked_product(&[geo.k_per_group(), r, s], "conv2d backward reduction length (K/groups·R·S)")?;
+        checked_product(&[geo.n, geo.h.output, geo.w.output], "conv2d pixels (N·OH·OW)")?;
         checked_product(&[geo.n, geo.k, geo.h.output, geo.w.output, geo.c_per_group(), r, s], "conv2d flop count")?;
         Ok(geo)
     }
@@ -512,6 +517,10 @@ mod tests {
         let e = Conv2dGeometry::new(&[usize::MAX / 4, 6, 8, 8], &[8, 6, 3, 3], &p).unwrap_err();
         assert!(matches!(e, Error::Overflow { .. }), "{e}");
         let e = Conv2dGeometry::new(&[1, 1 << 40, 1 << 20, 1 << 20], &[1, 1 << 40, 1, 1], &p).unwrap_err();
+        assert!(matches!(e, Error::Overflow { .. }), "{e}");
+        // A zero batch must not hide a kernel area that overflows (fuzzing found this).
+        let huge = Padding::Explicit { top: 1 << 40, bottom: 0, left: 1 << 40, right: 0 };
+        let e = Conv2dGeometry::new(&[0, 1, 1, 1], &[1, 1, 1 << 33, 1 << 33], &p.padding(huge)).unwrap_err();
         assert!(matches!(e, Error::Overflow { .. }), "{e}");
         let g = Conv2dGeometry::new(&[2, 6, 9, 7], &[4, 3, 3, 2], &p.groups(2).stride(2, 1).dilation(1, 2)).unwrap();
         assert_eq!(g.output_shape(), [2, 4, 4, 5]);

@@ -61,14 +61,20 @@ impl Tensor {
     /// A tensor of zeros.
     ///
     /// # Errors
-    /// As [`Tensor::new`], for the rank and an overflowing element count.
+    /// As [`Tensor::new`], for the rank and an overflowing element count; [`Error::Overflow`]
+    /// when the system refuses the allocation.
     pub fn zeros(shape: &[usize]) -> Result<Self> {
         let n = checked_product(shape, "tensor element count")?;
         // Reject absurd sizes before trying to allocate them.
         if n.checked_mul(std::mem::size_of::<f32>()).is_none_or(|b| b > isize::MAX as usize) {
             return Err(Error::overflow("tensor byte size"));
         }
-        Tensor::new(vec![0.0; n], shape)
+        // An allocation the system refuses is an error, not an abort.
+        let mut data = Vec::new();
+        data.try_reserve_exact(n)
+            .map_err(|_| Error::overflow(format!("tensor of {n} elements ({shape:?}): the allocation was refused")))?;
+        data.resize(n, 0.0);
+        Tensor::new(data, shape)
     }
 
     /// A tensor filled by `f(flat_index)`.
@@ -238,6 +244,8 @@ mod tests {
         assert!(matches!(Tensor::new(vec![], &[1, 1, 1, 1, 0]), Err(Error::Shape { .. })));
         assert!(matches!(Tensor::zeros(&[usize::MAX, 2]), Err(Error::Overflow { .. })));
         assert!(matches!(Tensor::zeros(&[usize::MAX / 2, 1]), Err(Error::Overflow { .. })));
+        // Within isize::MAX bytes but beyond any address space: refused, not aborted.
+        assert!(matches!(Tensor::zeros(&[1 << 59]), Err(Error::Overflow { .. })));
         let t = Tensor::new(vec![0.0; 0], &[0, 3, 4, 4]).unwrap();
         assert!(t.is_empty());
     }
