@@ -5,7 +5,7 @@
 
 use crate::error::{expect_shape, Result};
 use crate::geometry::{Conv2dGeometry, Conv2dParams};
-use crate::reference::{to_f64, to_tensor};
+use crate::reference::{fits_f64, to_f64, to_tensor};
 use crate::Tensor;
 
 /// Visits every (output element, weight tap, input element) triple of the convolution that
@@ -94,6 +94,7 @@ pub fn conv2d(input: &Tensor, weight: &Tensor, bias: Option<&Tensor>, p: &Conv2d
     if let Some(b) = bias {
         expect_shape("conv2d bias", b.shape(), &[g.k])?;
     }
+    fits_f64(&[&g.input_shape(), &g.weight_shape(), &g.output_shape()], "reference conv2d")?;
     let b = bias.map(|b| to_f64(b.data()));
     let y = conv2d_forward_f64(&g, &to_f64(input.data()), &to_f64(weight.data()), b.as_deref());
     Ok(to_tensor(&y, &g.output_shape()))
@@ -112,6 +113,7 @@ pub fn conv2d_backward_data(
 ) -> Result<Tensor> {
     let g = Conv2dGeometry::new(input_shape, weight.shape(), p)?;
     expect_shape("conv2d grad_output", grad_out.shape(), &g.output_shape())?;
+    fits_f64(&[&g.input_shape(), &g.weight_shape(), &g.output_shape()], "reference conv2d backward_data")?;
     let dx = conv2d_backward_data_f64(&g, &to_f64(grad_out.data()), &to_f64(weight.data()));
     Ok(to_tensor(&dx, &g.input_shape()))
 }
@@ -129,6 +131,7 @@ pub fn conv2d_backward_weight(
 ) -> Result<Tensor> {
     let g = Conv2dGeometry::new(input.shape(), weight_shape, p)?;
     expect_shape("conv2d grad_output", grad_out.shape(), &g.output_shape())?;
+    fits_f64(&[&g.input_shape(), &g.weight_shape(), &g.output_shape()], "reference conv2d backward_weight")?;
     let dw = conv2d_backward_weight_f64(&g, &to_f64(input.data()), &to_f64(grad_out.data()));
     Ok(to_tensor(&dw, &g.weight_shape()))
 }

@@ -23,6 +23,19 @@ pub use pool::*;
 
 use crate::Tensor;
 
+/// The reference computes in f64: buffers twice the bytes of the f32 tensors. A shape the
+/// f32 API accepts but whose f64 copy cannot exist is an error here, not an abort.
+pub(crate) fn fits_f64(shapes: &[&[usize]], what: &str) -> crate::Result<()> {
+    for shape in shapes {
+        let n = crate::error::checked_product(shape, what)?;
+        let mut probe: Vec<f64> = Vec::new();
+        probe
+            .try_reserve_exact(n)
+            .map_err(|_| crate::Error::overflow(format!("{what}: f64 buffer of {n} elements refused")))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn to_f64(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| v as f64).collect()
 }
