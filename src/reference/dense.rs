@@ -1,7 +1,7 @@
 //! Dense (fully connected) layer: `y = x·Wᵀ + b` with `x: [N, IN]`, `W: [OUT, IN]`, `b: [OUT]`.
 
 use crate::error::{expect_shape, Error, Result};
-use crate::reference::{to_f64, to_tensor};
+use crate::reference::{fits_f64, to_f64, to_tensor};
 use crate::Tensor;
 
 /// Dense forward in `f64`.
@@ -48,6 +48,7 @@ fn dense_dims(input: &Tensor, weight: &Tensor) -> Result<(usize, usize, usize)> 
     if win != inp {
         return Err(Error::shape("dense weight", format!("2-D [OUT, IN] with IN = {inp}"), weight.shape()));
     }
+    fits_f64(&[&[n, inp], &[out, inp], &[n, out]], "reference dense")?;
     Ok((n, inp, out))
 }
 

@@ -6,7 +6,7 @@
 
 use crate::error::{expect_shape, Result};
 use crate::geometry::{Pool2dGeometry, Pool2dParams};
-use crate::reference::{to_f64, to_tensor};
+use crate::reference::{fits_f64, to_f64, to_tensor};
 use crate::Tensor;
 
 /// Calls `f(y_index, window)` for every output cell, where `window` lists the flat input
@@ -84,7 +84,9 @@ pub fn avg_pool2d_backward_f64(g: &Pool2dGeometry, dy: &[f64]) -> Vec<f64> {
 }
 
 fn pool_geometry(input_shape: &[usize], p: &Pool2dParams) -> Result<Pool2dGeometry> {
-    Pool2dGeometry::new(input_shape, p)
+    let g = Pool2dGeometry::new(input_shape, p)?;
+    fits_f64(&[&g.input_shape(), &g.output_shape()], "reference pool2d")?;
+    Ok(g)
 }
 
 /// Max pooling over `[N,C,H,W]`.
