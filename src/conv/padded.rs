@@ -55,6 +55,27 @@ impl Padded {
                 let src = &x[(c * h.input + ih) * w.input..(c * h.input + ih + 1) * w.input];
                 if self.phases == 1 {
                     row[w.pad_before..w.pad_before + w.input].copy_from_slice(src);
+                } else if self.phases == 2 {
+                    // Stride 2: deinterleave the row in pairs (vectorisable). Input column iw
+                    // is padded column pl + iw, stored at phase (pl + iw) % 2, index (pl + iw) / 2.
+                    let pl = w.pad_before;
+                    let (even, odd) = row.split_at_mut(self.wq);
+                    // `first` takes the even input columns, `second` the odd ones.
+                    let (first, second) = if pl % 2 == 0 {
+                        (&mut even[pl / 2..], &mut odd[pl / 2..])
+                    } else {
+                        (&mut odd[pl / 2..], &mut even[pl / 2 + 1..])
+                    };
+                    let pairs = src.chunks_exact(2);
+                    let rest = pairs.remainder();
+                    for ((a, b), pair) in first.iter_mut().zip(second.iter_mut()).zip(pairs) {
+                        *a = pair[0];
+                        *b = pair[1];
+                    }
+                    if let [last] = rest {
+                        // An odd width's last input column lands in `first` at index W / 2.
+                        first[w.input / 2] = *last;
+                    }
                 } else {
                     // Phase by phase: padded columns ph, ph + sw, … are input columns
                     // col − pl, taken with stride sw (no division per element).
