@@ -86,17 +86,14 @@ impl Im2colRows<'_> {
                     *step = self.xp[base + t..base + t + MR].try_into().expect("MR inputs");
                 }
             } else {
-                // Several short runs (small images, row breaks): gather lane by lane from a
-                // per-lane base, rather than a copy call per run per tap.
-                let mut lane_base = [0usize; MR];
-                for &(l0, n, base) in &runs[..count] {
-                    for (i, lb) in lane_base[l0..l0 + n].iter_mut().enumerate() {
-                        *lb = base + i;
-                    }
-                }
+                // Several runs (row breaks, small images): copy run by run with plain loops
+                // (contiguous loads; no copy call per run per tap).
                 for (step, &t) in out.chunks_exact_mut(MR).zip(taps) {
-                    for (v, &lb) in step[..lanes].iter_mut().zip(&lane_base[..lanes]) {
-                        *v = self.xp[lb + t];
+                    for &(l0, n, base) in &runs[..count] {
+                        let src = &self.xp[base + t..base + t + n];
+                        for (d, &v) in step[l0..l0 + n].iter_mut().zip(src) {
+                            *d = v;
+                        }
                     }
                     step[lanes..].fill(0.0);
                 }
