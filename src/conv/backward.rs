@@ -111,7 +111,7 @@ pub(super) fn data(plan: &Conv2dPlan, dy: &[f32], w: &[f32], dx: &mut [f32]) {
                     let b = MatRef::new(&dy_g[p0..], kg, t, pixels, 1).expect("grad tile in bounds");
                     let c = MatMut::row_major(&mut dcol[..crs_len * t], crs_len, t).expect("tile in bounds");
                     gemm(wgt, b, c, &params).expect("shapes agree by construction");
-                    col2im(plan, &dcol[..crs_len * t], p0, t, dxg);
+                    col2im(plan, &dcol[..crs_len * t], p0, t, dxg, !outer && threads > 1);
                 }
             });
         }
@@ -132,19 +132,39 @@ pub(super) fn data(plan: &Conv2dPlan, dy: &[f32], w: &[f32], dx: &mut [f32]) {
 }
 
 /// Adds a `CRS × t` column tile (pixels `p0 .. p0 + t`) into one group's input gradient.
-fn col2im(plan: &Conv2dPlan, dcol: &[f32], p0: usize, t: usize, dxg: &mut [f32]) {
+/// With `parallel`, channels are shared among threads; each channel's additions keep the
+/// same order (taps, then pixels), so the result does not depend on the thread count.
+fn col2im(plan: &Conv2dPlan, dcol: &[f32], p0: usize, t: usize, dxg: &mut [f32], parallel: bool) {
     let g = &plan.geo;
-    let (rs, s_n, ow_n) = (g.h.kernel * g.w.kernel, g.w.kernel, g.w.output);
-    let (plane, w_in) = (g.h.input * g.w.input, g.w.input);
-    for (j, row) in dcol.chunks_exact(t).enumerate() {
-        let (c, r, s) = (j / rs, (j % rs) / s_n, j % s_n);
-        let chan = &mut dxg[c * plane..(c + 1) * plane];
-        for (q, &v) in row.iter().enumerate() {
-            let pix = p0 + q;
-            let (oh, ow) = (pix / ow_n, pix % ow_n);
-            if let (Some(ih), Some(iw)) = (g.h.input_index(oh, r), g.w.input_index(ow, s)) {
-                chan[ih * w_in + iw] += v;
+    let (rs, plane) = (g.h.kernel * g.w.kernel, g.h.input * g.w.input);
+    let channels = dxg.len() / plane.max(1);
+    let one = |c: usize, chan: &mut [f32]| {
+        let (s_n, ow_n, w_in) = (g.w.kernel, g.w.output, g.w.input);
+        for (jr, row) in dcol[c * rs * t..(c + 1) * rs * t].chunks_exact(t).enumerate() {
+            let (r, s) = (jr / s_n, jr % s_n);
+            let (mut oh, mut ow) = (p0 / ow_n, p0 % ow_n);
+            for &v in row {
+                if let (Some(ih), Some(iw)) = (g.h.input_index(oh, r), g.w.input_index(ow, s)) {
+                    chan[ih * w_in + iw] += v;
+                }
+                ow += 1;
+                if ow == ow_n {
+                    (oh, ow) = (oh + 1, 0);
+                }
             }
+        }
+    };
+    if parallel && channels > 1 {
+        let ptr = SharedMut::new(dxg);
+        for_each_part(channels, |c| {
+            // SAFETY: channel c's plane is dxg[c·plane .. (c+1)·plane], inside dxg, and only
+            // this part touches it.
+            let chan = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(c * plane), plane) };
+            one(c, chan);
+        });
+    } else {
+        for (c, chan) in dxg.chunks_exact_mut(plane).enumerate() {
+            one(c, chan);
         }
     }
 }
