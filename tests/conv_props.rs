@@ -166,7 +166,9 @@ fn auto_choice_follows_the_documented_heuristic() {
 fn bitwise_identical_for_any_thread_count() {
     // (input, weight, stride, padding, groups)
     type Shape = ([usize; 4], [usize; 4], usize, usize, usize);
-    let shapes: [Shape; 5] = [
+    let shapes: [Shape; 6] = [
+        // One image, stride 2: backward-data's col2im shares channels among threads.
+        ([1, 32, 40, 40], [32, 32, 3, 3], 2, 1, 1),
         ([8, 1, 28, 28], [6, 1, 5, 5], 1, 2, 1),
         ([4, 6, 14, 14], [16, 6, 5, 5], 1, 0, 1),
         ([1, 32, 30, 30], [32, 32, 3, 3], 1, 1, 1),
