@@ -17,10 +17,10 @@ use crate::Tensor;
 /// Geometry errors of [`Pool2dGeometry::new`].
 pub fn max_pool2d(x: &Tensor, p: &Pool2dParams) -> Result<(Tensor, Vec<u32>)> {
     let g = Pool2dGeometry::new(x.shape(), p)?;
-    let mut y = Tensor::zeros(&g.output_shape())?;
     if x.len() > u32::MAX as usize {
         return Err(crate::Error::overflow("max_pool2d input index (more than 2³² elements)"));
     }
+    let mut y = Tensor::zeros(&g.output_shape())?;
     let mut arg = vec![0u32; y.len()];
     let (plane_in, plane_out) = (g.h.input * g.w.input, g.h.output * g.w.output);
     let (ys, args) = (SharedMut::new(y.data_mut()), SharedMutU32(arg.as_mut_ptr()));

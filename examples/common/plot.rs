@@ -118,6 +118,5 @@ pub fn feature_maps(model: &mut Sequential, digit: &Tensor, path: &Path) -> conv
     let mut img = GrayImage::from_pixel(width, top.height() + bottom.height() + 8, Luma([255]));
     image::imageops::overlay(&mut img, &top, 0, 0);
     image::imageops::overlay(&mut img, &bottom, 0, (top.height() + 8) as i64);
-    let _ = k3;
     img.save(path).map_err(|e| save_err(path, e))
 }

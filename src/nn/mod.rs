@@ -144,8 +144,10 @@ impl Sequential {
     /// # Errors
     /// As [`Layer::backward`].
     pub fn backward(&mut self, grad: &Tensor) -> Result<Tensor> {
-        let mut g = grad.clone();
-        for layer in self.layers.iter_mut().rev() {
+        let mut layers = self.layers.iter_mut().rev();
+        let Some(last) = layers.next() else { return Ok(grad.clone()) };
+        let mut g = last.backward(grad)?;
+        for layer in layers {
             g = layer.backward(&g)?;
         }
         Ok(g)
