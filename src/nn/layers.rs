@@ -539,7 +539,7 @@ mod tests {
     #[test]
     fn par_map_splits_without_changing_a_bit() {
         // Above the chunk size and the thread threshold, so two threads really split it.
-        let src: Vec<f32> = (0..300_000).map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0).collect();
+        let src: Vec<f32> = (0..300_000usize).map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0).collect();
         let f = |i: usize, v: f32| (v * 1.5).tanh() + i as f32 * 1e-6;
         let one = with_threads(1, || par_map(&src, f));
         let two = with_threads(2, || par_map(&src, f));
