@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod augment;
 pub mod check;
 pub mod conv;
 pub mod data;

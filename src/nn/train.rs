@@ -10,7 +10,7 @@ use std::time::Instant;
 
 /// A batch transform applied before each training step: it gets the batch (batch first)
 /// and a seed derived from the fit seed, the epoch and the step, so runs are reproducible.
-pub type Augment = std::sync::Arc<dyn Fn(&mut Tensor, u64) + Send + Sync>;
+pub type Augment = std::sync::Arc<dyn Fn(&mut Tensor, u64) -> Result<()> + Send + Sync>;
 
 /// How to train.
 #[derive(Clone)]
@@ -174,7 +174,7 @@ pub fn fit(
             let mut x = gather(images, idx)?;
             if let Some(aug) = &cfg.augment {
                 let seed = cfg.seed ^ ((epoch as u64) << 32 | b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                aug(&mut x, seed);
+                aug(&mut x, seed)?;
             }
             let y: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
             let logits = model.forward(&x, true)?;

@@ -1,0 +1,201 @@
+//! Resampling: affine maps, displacement fields, Gaussian smoothing, bilinear sampling.
+//!
+//! Coordinates are pixel centres: pixel `(x, y)` sits at `(x, y)`, the image centre at
+//! `((w − 1) / 2, (h − 1) / 2)`, `y` grows downwards (as displayed).
+
+/// A 2-D affine map `p ↦ [a b; c d]·p + [e; f]` on pixel coordinates.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Affine2 {
+    pub a: f64,
+    pub b: f64,
+    pub c: f64,
+    pub d: f64,
+    pub e: f64,
+    pub f: f64,
+}
+
+impl Affine2 {
+    pub const IDENTITY: Affine2 = Affine2 { a: 1.0, b: 0.0, c: 0.0, d: 1.0, e: 0.0, f: 0.0 };
+
+    /// `self ∘ first`: apply `first`, then `self`.
+    pub fn after(&self, first: &Affine2) -> Affine2 {
+        Affine2 {
+            a: self.a * first.a + self.b * first.c,
+            b: self.a * first.b + self.b * first.d,
+            c: self.c * first.a + self.d * first.c,
+            d: self.c * first.b + self.d * first.d,
+            e: self.a * first.e + self.b * first.f + self.e,
+            f: self.c * first.e + self.d * first.f + self.f,
+        }
+    }
+
+    /// The inverse map, or `None` when the linear part is singular.
+    pub fn inverse(&self) -> Option<Affine2> {
+        let det = self.a * self.d - self.b * self.c;
+        if !det.is_finite() || det.abs() < 1e-12 {
+            return None;
+        }
+        let (a, b, c, d) = (self.d / det, -self.b / det, -self.c / det, self.a / det);
+        Some(Affine2 { a, b, c, d, e: -(a * self.e + b * self.f), f: -(c * self.e + d * self.f) })
+    }
+
+    /// The forward map of "rotate by `rotation` radians counter-clockwise as displayed,
+    /// shear x by `tan(shear)`·y, scale by `scale`" about the centre of a `w × h` image,
+    /// followed by a translation of `(tx, ty)` pixels.
+    pub fn about_centre(w: usize, h: usize, rotation: f64, shear: f64, scale: f64, tx: f64, ty: f64) -> Affine2 {
+        let (sin, cos) = rotation.sin_cos();
+        let t = shear.tan();
+        // R·Sh·S with R = [cos sin; −sin cos], Sh = [1 t; 0 1], S = scale·I.
+        let (a, b, c, d) = (cos * scale, (cos * t + sin) * scale, -sin * scale, (cos - sin * t) * scale);
+        let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
+        Affine2 { a, b, c, d, e: cx + tx - (a * cx + b * cy), f: cy + ty - (c * cx + d * cy) }
+    }
+}
+
+/// Bilinear sample of plane `src` (`w × h`) at `(x, y)`; taps outside read `background`.
+///
+/// Written as two nested `lerp`s so that an exactly integral position returns the pixel
+/// itself, bit for bit.
+#[inline]
+fn bilinear(src: &[f32], w: usize, h: usize, x: f32, y: f32, background: f32) -> f32 {
+    let (x0, y0) = (x.floor(), y.floor());
+    let (tx, ty) = (x - x0, y - y0);
+    // Far outside (or NaN): everything is background. The bound keeps the casts exact.
+    let limit = (w.max(h) + 2) as f32;
+    if !(x0 >= -1.0 && y0 >= -1.0 && x0 < limit && y0 < limit) {
+        return background;
+    }
+    let (xi, yi) = (x0 as isize, y0 as isize);
+    let at = |xx: isize, yy: isize| {
+        if xx >= 0 && yy >= 0 && (xx as usize) < w && (yy as usize) < h {
+            src[yy as usize * w + xx as usize]
+        } else {
+            background
+        }
+    };
+    let lerp = |a: f32, b: f32, t: f32| if t == 0.0 { a } else { a + t * (b - a) };
+    let top = lerp(at(xi, yi), at(xi + 1, yi), tx);
+    let bottom = if ty == 0.0 { top } else { lerp(at(xi, yi + 1), at(xi + 1, yi + 1), tx) };
+    lerp(top, bottom, ty)
+}
+
+/// `dst[y][x] = src(inv(x, y))` for every plane of a `channels × h × w` image.
+pub(crate) fn warp_affine(src: &[f32], dst: &mut [f32], w: usize, h: usize, inv: &Affine2, background: f32) {
+    let plane = w * h;
+    for (s, d) in src.chunks_exact(plane).zip(dst.chunks_exact_mut(plane)) {
+        for (y, row) in d.chunks_exact_mut(w).enumerate() {
+            let (yb, yd) = (inv.b * y as f64, inv.d * y as f64);
+            for (x, out) in row.iter_mut().enumerate() {
+                let sx = (inv.a * x as f64 + yb + inv.e) as f32;
+                let sy = (inv.c * x as f64 + yd + inv.f) as f32;
+                *out = bilinear(s, w, h, sx, sy, background);
+            }
+        }
+    }
+}
+
+/// `dst[y][x] = src(x + dx[y][x], y + dy[y][x])` for every plane.
+pub(crate) fn warp_displaced(
+    src: &[f32],
+    dst: &mut [f32],
+    w: usize,
+    h: usize,
+    dx: &[f32],
+    dy: &[f32],
+    background: f32,
+) {
+    let plane = w * h;
+    for (s, d) in src.chunks_exact(plane).zip(dst.chunks_exact_mut(plane)) {
+        for (i, out) in d.iter_mut().enumerate() {
+            let (x, y) = ((i % w) as f32, (i / w) as f32);
+            *out = bilinear(s, w, h, x + dx[i], y + dy[i], background);
+        }
+    }
+}
+
+/// The normalised 1-D Gaussian of standard deviation `sigma`, truncated at 3σ (and at
+/// `max_radius`). `sigma = 0` is the one-tap identity.
+pub(crate) fn gaussian_taps(sigma: f32, max_radius: usize) -> Vec<f32> {
+    if sigma <= 0.0 {
+        return vec![1.0];
+    }
+    let radius = ((3.0 * sigma).ceil() as usize).min(max_radius);
+    let taps: Vec<f64> = (0..=2 * radius)
+        .map(|i| (-((i as f64 - radius as f64).powi(2)) / (2.0 * (sigma as f64).powi(2))).exp())
+        .collect();
+    let sum: f64 = taps.iter().sum();
+    taps.iter().map(|t| (t / sum) as f32).collect()
+}
+
+/// Separable smoothing of one `w × h` plane in place, treating outside pixels as 0.
+pub(crate) fn smooth(plane: &mut [f32], tmp: &mut [f32], w: usize, h: usize, taps: &[f32]) {
+    let r = taps.len() / 2;
+    if r == 0 {
+        return;
+    }
+    // Rows into tmp.
+    for (src, dst) in plane.chunks_exact(w).zip(tmp.chunks_exact_mut(w)) {
+        for (x, out) in dst.iter_mut().enumerate() {
+            let lo = x.saturating_sub(r);
+            let hi = (x + r).min(w - 1);
+            let mut acc = 0.0f32;
+            for (xx, v) in src.iter().enumerate().take(hi + 1).skip(lo) {
+                acc += taps[xx + r - x] * v;
+            }
+            *out = acc;
+        }
+    }
+    // Columns back into plane: accumulate whole rows at a time (vectorises over x).
+    plane.fill(0.0);
+    for y in 0..h {
+        let lo = y.saturating_sub(r);
+        let hi = (y + r).min(h - 1);
+        let out = &mut plane[y * w..(y + 1) * w];
+        for yy in lo..=hi {
+            let t = taps[yy + r - y];
+            for (o, v) in out.iter_mut().zip(&tmp[yy * w..(yy + 1) * w]) {
+                *o += t * v;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inverse_undoes_the_map() {
+        let m = Affine2::about_centre(28, 20, 0.3, 0.2, 1.1, 2.0, -1.5);
+        let i = m.inverse().unwrap();
+        let id = i.after(&m);
+        for (got, want) in [id.a, id.b, id.c, id.d, id.e, id.f].iter().zip([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]) {
+            assert!((got - want).abs() < 1e-12, "{id:?}");
+        }
+    }
+
+    #[test]
+    fn identity_parameters_give_the_identity_map() {
+        assert_eq!(Affine2::about_centre(28, 28, 0.0, 0.0, 1.0, 0.0, 0.0), Affine2::IDENTITY);
+    }
+
+    #[test]
+    fn gaussian_taps_are_normalised_and_symmetric() {
+        let t = gaussian_taps(4.0, 100);
+        assert_eq!(t.len(), 25);
+        assert!((t.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert_eq!(t[0], t[24]);
+        assert_eq!(gaussian_taps(0.0, 10), vec![1.0]);
+        assert_eq!(gaussian_taps(4.0, 5).len(), 11);
+    }
+
+    #[test]
+    fn smoothing_a_constant_interior_keeps_it() {
+        let (w, h) = (40, 40);
+        let mut p = vec![1.0f32; w * h];
+        let mut tmp = vec![0.0; w * h];
+        smooth(&mut p, &mut tmp, w, h, &gaussian_taps(2.0, 100));
+        assert!((p[20 * w + 20] - 1.0).abs() < 1e-5);
+        assert!(p[0] < 0.5, "corner sees zero padding on three sides: {}", p[0]);
+    }
+}
