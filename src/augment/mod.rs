@@ -510,10 +510,16 @@ impl Pipeline {
                 let m = self.sample_map(t, w, h, rng);
                 pending = Some(m.after(&pending.unwrap_or(Affine2::IDENTITY)));
             } else {
+                if let Transform::Elastic { alpha, sigma } = *t {
+                    // The elastic field and any pending affine change share one resampling.
+                    let before = pending.take().unwrap_or(Affine2::IDENTITY);
+                    self.elastic(img, c, h, w, alpha, sigma, &before, rng, s);
+                    continue;
+                }
                 if let Some(m) = pending.take() {
                     self.resample(img, c, h, w, &m, s);
                 }
-                self.apply_pixelwise(t, img, c, h, w, rng, s);
+                self.apply_pixelwise(t, img, h, w, rng);
             }
         }
         if let Some(m) = pending {
@@ -521,20 +527,9 @@ impl Pipeline {
         }
     }
 
-    /// One non-geometric step (elastic distortion or a photometric change).
-    #[allow(clippy::too_many_arguments)]
-    fn apply_pixelwise(
-        &self,
-        t: &Transform,
-        img: &mut [f32],
-        c: usize,
-        h: usize,
-        w: usize,
-        rng: &mut SplitMix,
-        s: &mut Scratch,
-    ) {
+    /// One photometric step.
+    fn apply_pixelwise(&self, t: &Transform, img: &mut [f32], h: usize, w: usize, rng: &mut SplitMix) {
         match *t {
-            Transform::Elastic { alpha, sigma } => self.elastic(img, c, h, w, alpha, sigma, rng, s),
             Transform::BrightnessContrast { brightness, contrast } => {
                 let plane = h * w;
                 let cf = rng.range(1.0 - contrast as f64, 1.0 + contrast as f64) as f32;
@@ -566,8 +561,11 @@ impl Pipeline {
                     }
                 }
             }
-            // Composed into one resampling by `apply_one`.
-            Transform::Affine(_) | Transform::HorizontalFlip | Transform::CropPad { .. } => {}
+            // Resampled by `apply_one`.
+            Transform::Affine(_)
+            | Transform::HorizontalFlip
+            | Transform::CropPad { .. }
+            | Transform::Elastic { .. } => {}
         }
     }
 
@@ -613,20 +611,30 @@ impl Pipeline {
         w: usize,
         alpha: f32,
         sigma: f32,
+        before: &Affine2,
         rng: &mut SplitMix,
         s: &mut Scratch,
     ) {
         if alpha == 0.0 {
+            self.resample(img, c, h, w, before, s);
             return;
         }
+        let Some(inv) = before.inverse() else {
+            // Singular maps cannot come from validated parameters; fill rather than panic.
+            img.fill(self.background);
+            return;
+        };
         let plane = h * w;
         let taps = warp::gaussian_taps(sigma, h.max(w));
         s.dx.resize(plane, 0.0);
         s.dy.resize(plane, 0.0);
-        s.blur.resize(plane, 0.0);
         for field in [&mut s.dx, &mut s.dy] {
-            for v in field.iter_mut() {
-                *v = (2.0 * rng.unit() - 1.0) as f32;
+            // Two uniforms in [-1, 1) per 64-bit draw (24 bits each).
+            for pair in field.chunks_mut(2) {
+                let bits = rng.next_u64();
+                for (k, v) in pair.iter_mut().enumerate() {
+                    *v = ((bits >> (40 - 32 * k)) & 0xFF_FFFF) as f32 * (2.0 / (1 << 24) as f32) - 1.0;
+                }
             }
             warp::smooth(field, &mut s.blur, w, h, &taps);
             for v in field.iter_mut() {
@@ -634,7 +642,7 @@ impl Pipeline {
             }
         }
         s.tmp.resize(c * plane, 0.0);
-        warp::warp_displaced(img, &mut s.tmp, w, h, &s.dx, &s.dy, self.background);
+        warp::warp_displaced(img, &mut s.tmp, w, h, &s.dx, &s.dy, &inv, self.background);
         img.copy_from_slice(&s.tmp);
     }
 }
