@@ -394,6 +394,12 @@ impl Pool2dGeometry {
         let geo = Pool2dGeometry { n, c, h, w, count_include_pad: p.count_include_pad };
         checked_product(&geo.input_shape(), "pool2d input size")?;
         checked_product(&geo.output_shape(), "pool2d output size")?;
+        // A zero batch or channel count makes the totals 0 whatever the planes; the kernels
+        // still index by plane, so the plane sizes must not overflow on their own.
+        checked_product(&[geo.h.input, geo.w.input], "pool2d input plane size")?;
+        checked_product(&[geo.h.output, geo.w.output], "pool2d output plane size")?;
+        checked_product(&[geo.c, geo.h.input, geo.w.input], "pool2d input image size")?;
+        checked_product(&[geo.c, geo.h.output, geo.w.output], "pool2d output image size")?;
         Ok(geo)
     }
 

@@ -19,6 +19,13 @@ pub enum Init {
 impl Init {
     /// `len` values for a layer with the given fans, from generator seed `seed`.
     pub fn sample(self, len: usize, fan_in: usize, fan_out: usize, seed: u64) -> Vec<f32> {
+        let mut v = vec![0.0; len];
+        self.fill(&mut v, fan_in, fan_out, seed);
+        v
+    }
+
+    /// Fills `out` with the values [`Init::sample`] would return for `out.len()`.
+    pub fn fill(self, out: &mut [f32], fan_in: usize, fan_out: usize, seed: u64) {
         let mut rng = StdRng::seed_from_u64(seed);
         let (fi, fo) = (fan_in.max(1) as f64, fan_out.max(1) as f64);
         let (uniform, var) = match self {
@@ -27,8 +34,8 @@ impl Init {
             Init::HeUniform => (true, 2.0 / fi),
             Init::HeNormal => (false, 2.0 / fi),
         };
-        (0..len)
-            .map(|_| {
+        for v in out.iter_mut() {
+            *v = {
                 if uniform {
                     // U(−a, a) has variance a²/3.
                     let a = (3.0 * var).sqrt();
@@ -38,8 +45,8 @@ impl Init {
                     let (u1, u2): (f64, f64) = (rng.random::<f64>().max(f64::MIN_POSITIVE), rng.random());
                     ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * var.sqrt()) as f32
                 }
-            })
-            .collect()
+            };
+        }
     }
 }
 

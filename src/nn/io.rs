@@ -16,6 +16,11 @@ const MAX_HEADER: u64 = 100 << 20;
 /// # Errors
 /// [`Error::Io`] if the file cannot be written.
 pub fn save_safetensors(model: &mut Sequential, path: &Path, metadata: &[(&str, &str)]) -> Result<()> {
+    std::fs::write(path, safetensors_bytes(model, metadata)).map_err(|e| Error::io(path, e))
+}
+
+/// The bytes [`save_safetensors`] writes.
+pub fn safetensors_bytes(model: &mut Sequential, metadata: &[(&str, &str)]) -> Vec<u8> {
     let params = model.named_params();
     let mut header = Map::new();
     let meta: Map<String, Value> = metadata.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
@@ -40,7 +45,7 @@ pub fn save_safetensors(model: &mut Sequential, path: &Path, metadata: &[(&str, 
     for (_, t) in &params {
         t.data().iter().for_each(|v| out.extend(v.to_le_bytes()));
     }
-    std::fs::write(path, out).map_err(|e| Error::io(path, e))
+    out
 }
 
 /// Reads parameters saved by [`save_safetensors`] into `model`, which must have the same
@@ -52,8 +57,15 @@ pub fn save_safetensors(model: &mut Sequential, path: &Path, metadata: &[(&str, 
 /// [`Error::Shape`] naming the tensor when a parameter is missing or has another shape
 /// (weights for another model).
 pub fn load_safetensors(model: &mut Sequential, path: &Path) -> Result<Vec<(String, String)>> {
-    let what = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    load_safetensors_bytes(model, &bytes, &path.display().to_string())
+}
+
+/// [`load_safetensors`] from bytes in memory; `what` names them in errors.
+///
+/// # Errors
+/// As [`load_safetensors`], without the I/O.
+pub fn load_safetensors_bytes(model: &mut Sequential, bytes: &[u8], what: &str) -> Result<Vec<(String, String)>> {
     let bad = |reason: String| Error::format(format!("safetensors file {what}"), reason);
     let (len, rest) = bytes
         .split_first_chunk::<8>()

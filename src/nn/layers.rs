@@ -60,10 +60,11 @@ impl Conv2d {
             ));
         }
         let shape = [c_out, c_in / g, r, s];
-        let len = crate::error::checked_product(&shape, "Conv2d weight size")?;
-        let w = init.sample(len, c_in / g * r * s, c_out / g * r * s, seed);
+        // Allocation is checked (an absurd size is an error, not an abort).
+        let mut weight = Tensor::zeros(&shape)?;
+        init.fill(weight.data_mut(), c_in / g * r * s, c_out / g * r * s, seed);
         Ok(Conv2d {
-            weight: Tensor::new(w, &shape)?,
+            weight,
             grad_w: Tensor::zeros(&shape)?,
             bias: bias.then(|| Tensor::zeros(&[c_out])).transpose()?,
             grad_b: bias.then(|| Tensor::zeros(&[c_out])).transpose()?,
@@ -159,16 +160,26 @@ impl Dense {
     /// With a chosen initialisation.
     ///
     /// # Panics
-    /// If `inputs · outputs` overflows.
+    /// If `inputs · outputs` overflows or cannot be allocated; [`Dense::try_with_init`]
+    /// returns an error instead.
     pub fn with_init(inputs: usize, outputs: usize, init: Init, seed: u64) -> Self {
-        let w = init.sample(inputs * outputs, inputs, outputs, seed);
-        Dense {
-            weight: Tensor::new(w, &[outputs, inputs]).expect("weight length matches"),
-            bias: Tensor::zeros(&[outputs]).expect("small"),
-            grad_w: Tensor::zeros(&[outputs, inputs]).expect("small"),
-            grad_b: Tensor::zeros(&[outputs]).expect("small"),
+        Self::try_with_init(inputs, outputs, init, seed).expect("Dense layer size")
+    }
+
+    /// [`Dense::with_init`] for sizes that come from outside the program.
+    ///
+    /// # Errors
+    /// [`Error::Overflow`] if the weight's size overflows or cannot be allocated.
+    pub fn try_with_init(inputs: usize, outputs: usize, init: Init, seed: u64) -> Result<Self> {
+        let mut weight = Tensor::zeros(&[outputs, inputs])?;
+        init.fill(weight.data_mut(), inputs, outputs, seed);
+        Ok(Dense {
+            grad_w: Tensor::zeros(&[outputs, inputs])?,
+            weight,
+            bias: Tensor::zeros(&[outputs])?,
+            grad_b: Tensor::zeros(&[outputs])?,
             input: None,
-        }
+        })
     }
 
     /// The weight `[OUT, IN]`.

@@ -26,7 +26,7 @@ mod optim;
 mod train;
 
 pub use init::Init;
-pub use io::{load_safetensors, save_safetensors};
+pub use io::{load_safetensors, load_safetensors_bytes, safetensors_bytes, save_safetensors};
 pub use layers::{AvgPool2d, Conv2d, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool2d, Relu, Sigmoid, Softmax, Tanh};
 pub use lenet::{lenet5, Activation, Pooling};
 pub use loss::{softmax_cross_entropy, LossValue};
