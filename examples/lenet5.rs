@@ -34,7 +34,7 @@ mod plot;
 use augment_cli::AugmentArgs;
 
 /// The preset that gave the best test accuracy on the embedded data (see README.md).
-const DEFAULT_AUGMENT: &str = "shift";
+const DEFAULT_AUGMENT: &str = "digits";
 
 struct Args {
     data: PathBuf,

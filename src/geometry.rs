@@ -270,6 +270,14 @@ impl Conv2dGeometry {
         checked_product(&[geo.k_per_group(), r, s], "conv2d backward reduction length (K/groups·R·S)")?;
         checked_product(&[geo.n, geo.h.output, geo.w.output], "conv2d pixels (N·OH·OW)")?;
         checked_product(&[geo.n, geo.k, geo.h.output, geo.w.output, geo.c_per_group(), r, s], "conv2d flop count")?;
+        // Per-image sizes (the kernels index by image and plane; a zero batch must not hide
+        // an overflowing plane, found by the bad-input catalogue). The padded extents fit:
+        // `Axis::resolve` checked them.
+        let (hp, wp) = (h.input + h.pad_before + h.pad_after, w.input + w.pad_before + w.pad_after);
+        checked_product(&[geo.c, hp, wp], "conv2d padded input image (C·Hp·Wp)")?;
+        checked_product(&[geo.k, geo.h.output, geo.w.output], "conv2d output image (K·OH·OW)")?;
+        checked_product(&[hp, wp], "conv2d padded input plane (Hp·Wp)")?;
+        checked_product(&[geo.h.output, geo.w.output], "conv2d output plane (OH·OW)")?;
         Ok(geo)
     }
 

@@ -97,7 +97,7 @@ impl Sequential {
         for (i, layer) in layers.iter().enumerate() {
             shape = layer.output_shape(&shape).map_err(|e| match e {
                 Error::Shape { tensor, expected, actual } => Error::Shape {
-                    tensor: format!("layer {i} ({}) input, from {tensor}", layer.describe()),
+                    tensor: format!("layer {i} ({}) on input {shape:?}, from {tensor}", layer.describe()),
                     expected,
                     actual,
                 },
