@@ -452,7 +452,7 @@ impl Pipeline {
         }
         let data = batch.data_mut();
         // About 2 µs of work per 1,000 values and step: below ~64K values the split costs more.
-        if n == 1 || n * per * self.steps.len() < 1 << 16 || crate::parallel::current_threads() == 1 {
+        if n == 1 || n * per * self.steps.len() < 2 * SEQUENTIAL_BELOW || crate::parallel::current_threads() == 1 {
             let mut s = Scratch::default();
             for (i, img) in data.chunks_exact_mut(per).enumerate() {
                 self.apply_one(img, c, h, w, &mut image_rng(seed, i as u64), &mut s);
@@ -647,6 +647,9 @@ impl Pipeline {
     }
 }
 
+/// Below this many values (about 40 µs of warping) the fixed warps run on the calling thread.
+const SEQUENTIAL_BELOW: usize = 1 << 15;
+
 /// Warps every image of a `[N, C, H, W]` batch by one fixed affine change (bilinear,
 /// `background` outside), returning a new tensor.
 ///
@@ -661,10 +664,14 @@ pub fn warp_affine(images: &Tensor, params: &AffineParams, background: f32) -> R
     let inv =
         params.map(w, h).inverse().ok_or_else(|| Error::param("scale", params.scale, "makes the map singular"))?;
     let plane = h * w;
-    if plane > 0 {
-        out.data_mut().par_chunks_mut(plane).zip(images.data().par_chunks(plane)).for_each(|(d, s)| {
-            warp::warp_affine(s, d, w, h, &inv, background);
-        });
+    if plane == 0 {
+        return Ok(out);
+    }
+    let one = |(d, s): (&mut [f32], &[f32])| warp::warp_affine(s, d, w, h, &inv, background);
+    if images.len() < SEQUENTIAL_BELOW {
+        out.data_mut().chunks_mut(plane).zip(images.data().chunks(plane)).for_each(one);
+    } else {
+        out.data_mut().par_chunks_mut(plane).zip(images.data().par_chunks(plane)).for_each(one);
     }
     Ok(out)
 }
@@ -700,9 +707,13 @@ pub fn robustness_set(images: &Tensor, background: f32) -> Result<Tensor> {
         .iter()
         .map(|p| p.map(w, h).inverse().ok_or_else(|| Error::param("robustness change", p.scale, "is singular")))
         .collect::<Result<_>>()?;
-    out.data_mut().par_chunks_mut(per).zip(images.data().par_chunks(per)).enumerate().for_each(|(i, (d, s))| {
-        warp::warp_affine(s, d, w, h, &maps[i % maps.len()], background);
-    });
+    let one =
+        |(i, (d, s)): (usize, (&mut [f32], &[f32]))| warp::warp_affine(s, d, w, h, &maps[i % maps.len()], background);
+    if images.len() < SEQUENTIAL_BELOW {
+        out.data_mut().chunks_mut(per).zip(images.data().chunks(per)).enumerate().for_each(one);
+    } else {
+        out.data_mut().par_chunks_mut(per).zip(images.data().par_chunks(per)).enumerate().for_each(one);
+    }
     Ok(out)
 }
 

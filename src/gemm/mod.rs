@@ -145,12 +145,15 @@ impl<'a> MatMut<'a> {
     /// elements would share a cell.
     pub fn new(data: &'a mut [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Result<Self> {
         check_extent("gemm C", data.len(), rows, cols, rs, cs)?;
-        let distinct = match (rows > 1, cols > 1) {
-            (false, false) => true,
-            (true, false) => rs >= 1,
-            (false, true) => cs >= 1,
-            (true, true) => (cs >= 1 && rs >= cols * cs) || (rs >= 1 && cs >= rows * rs),
-        };
+        // An empty matrix has no elements to overlap (a row-major m×0 view has rs = 0).
+        let distinct = rows == 0
+            || cols == 0
+            || match (rows > 1, cols > 1) {
+                (false, false) => true,
+                (true, false) => rs >= 1,
+                (false, true) => cs >= 1,
+                (true, true) => (cs >= 1 && rs >= cols * cs) || (rs >= 1 && cs >= rows * rs),
+            };
         if !distinct {
             return Err(Error::param(
                 "gemm C strides",
