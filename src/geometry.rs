@@ -375,13 +375,18 @@ impl Pool2dGeometry {
     /// Validates a pooling problem.
     ///
     /// # Errors
-    /// Wrong rank, zero window or stride, padding not smaller than the window, a window
-    /// larger than the padded input, overflow.
+    /// Wrong rank, an empty image (H or W = 0; an empty batch or no channels is fine), zero
+    /// window or stride, padding not smaller than the window, a window larger than the padded
+    /// input, overflow.
     pub fn new(input: &[usize], p: &Pool2dParams) -> Result<Self> {
         let [n, c, h, w] = match *input {
             [n, c, h, w] => [n, c, h, w],
             _ => return Err(Error::shape("pool2d input", "4-D [N, C, H, W]", input)),
         };
+        if h == 0 || w == 0 {
+            // Every window would lie in the padding: no maximum, no average (found by fuzzing).
+            return Err(Error::shape("pool2d input", "H, W ≥ 1 (an empty image has nothing to pool)", input));
+        }
         let (pad_h, pad_w) = match p.padding {
             Padding::Explicit { top, bottom, left, right } => (Some((top, bottom)), Some((left, right))),
             Padding::Valid => (Some((0, 0)), Some((0, 0))),

@@ -109,6 +109,11 @@ fn pooling() {
     let wide_pad = Pool2dParams { padding: Padding::uniform(2), ..p };
     expect_err(pool::max_pool2d(&zeros(&[1, 1, 8, 8]), &wide_pad), "Parameter", &["padding"]);
     expect_err(pool::max_pool2d(&zeros(&[1, 1, 1, 1]), &Pool2dParams::new(3, 3)), "Parameter", &["kernel", "3", "1"]);
+    // An empty image: with padding every window would be all padding (found by fuzzing).
+    let padded =
+        Pool2dParams { padding: Padding::Explicit { top: 0, bottom: 0, left: 2, right: 3 }, ..Pool2dParams::new(2, 4) };
+    expect_err(pool::max_pool2d(&zeros(&[1, 1, 4, 0]), &padded), "Shape", &["[1, 1, 4, 0]"]);
+    expect_err(reference::avg_pool2d(&zeros(&[1, 1, 0, 4]), &p), "Shape", &["[1, 1, 0, 4]"]);
     // Plane sizes that overflow behind a zero batch (found by the pool fuzz target).
     expect_err(Pool2dGeometry::new(&[0, 0, BIG, 4], &Pool2dParams::new(1, 1)), "Overflow", &["plane"]);
     let (y, arg) = pool::max_pool2d(&zeros(&[1, 1, 4, 4]), &p).unwrap();

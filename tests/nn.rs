@@ -139,6 +139,15 @@ fn save_load_round_trip_and_bad_files() {
 }
 
 fn train(threads: usize, n: usize, epochs: usize) -> (Sequential, Vec<u32>) {
+    train_with(threads, n, epochs, None)
+}
+
+fn train_with(
+    threads: usize,
+    n: usize,
+    epochs: usize,
+    augment: Option<convkit::nn::Augment>,
+) -> (Sequential, Vec<u32>) {
     let m = load_mnist(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data")).unwrap();
     let images = Tensor::new(m.train_images.data()[..n * 784].to_vec(), &[n, 1, 28, 28]).unwrap();
     let mut model = lenet5(Activation::Relu, Pooling::Max, 5).unwrap();
@@ -149,7 +158,7 @@ fn train(threads: usize, n: usize, epochs: usize) -> (Sequential, Vec<u32>) {
         seed: 7,
         validation: 0.0,
         patience: None,
-        augment: None,
+        augment,
     };
     with_threads(threads, || {
         fit(&mut model, &mut Adam::default(), &images, &m.train_labels[..n], &cfg, &mut |_| {}).unwrap()
@@ -163,10 +172,49 @@ fn train(threads: usize, n: usize, epochs: usize) -> (Sequential, Vec<u32>) {
 }
 
 #[test]
-fn training_is_identical_on_one_and_two_threads() {
-    let (_, one) = train(1, 256, 1);
-    let (_, two) = train(2, 256, 1);
+fn training_is_identical_on_one_two_and_three_threads() {
+    // With the digits augmentation, so its per-image generators are covered too.
+    let pipe = convkit::augment::Pipeline::preset("digits", -0.42, (-0.42, 2.83)).unwrap();
+    let aug: convkit::nn::Augment = std::sync::Arc::new(move |b: &mut Tensor, s| pipe.apply_batch(b, s));
+    let (_, one) = train_with(1, 256, 1, Some(aug.clone()));
+    let (_, two) = train_with(2, 256, 1, Some(aug.clone()));
+    let (_, three) = train_with(3, 256, 1, Some(aug));
     assert!(one == two, "weights after one epoch differ between 1 and 2 threads");
+    assert!(one == three, "weights after one epoch differ between 1 and 3 threads");
+}
+
+#[test]
+fn threads_can_share_one_model_and_one_plan() {
+    let mut model = lenet5(Activation::Relu, Pooling::Max, 3).unwrap();
+    let x = data(&[37, 1, 28, 28], 4);
+    let want = model.forward(&x, false).unwrap();
+    // `infer` through &self gives forward's values bit for bit, before and after the layers
+    // have cached plans for this shape, and from several threads at once.
+    let fresh = lenet5(Activation::Relu, Pooling::Max, 3).unwrap();
+    for m in [&model, &fresh] {
+        assert_eq!(m.infer(&x).unwrap().data(), want.data());
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4).map(|_| s.spawn(|| m.infer(&x).unwrap())).collect();
+            for h in handles {
+                assert_eq!(h.join().unwrap().data(), want.data());
+            }
+        });
+    }
+    let plan = convkit::conv::Conv2dPlan::new(
+        &[3, 8, 20, 20],
+        &[16, 8, 3, 3],
+        &convkit::Conv2dParams::default(),
+        &convkit::conv::ConvOptions::default(),
+    )
+    .unwrap();
+    let (cx, cw) = (data(&[3, 8, 20, 20], 1), data(&[16, 8, 3, 3], 2));
+    let y = plan.forward(&cx, &cw, None).unwrap();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4).map(|_| s.spawn(|| plan.forward(&cx, &cw, None).unwrap())).collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap().data(), y.data());
+        }
+    });
 }
 
 #[test]

@@ -110,10 +110,22 @@ impl Layer for Conv2d {
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.ensure_plan(x.shape())?;
-        let plan = &self.plan.as_ref().expect("plan ensured").1;
+        let y = self.infer(x)?;
+        self.input = train.then(|| x.clone());
+        Ok(y)
+    }
+
+    fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        let fresh;
+        let plan = match &self.plan {
+            Some((s, p)) if s == x.shape() => p,
+            _ => {
+                fresh = Conv2dPlan::new(x.shape(), self.weight.shape(), &self.params, &self.opts)?;
+                &fresh
+            }
+        };
         let mut y = Tensor::zeros(&plan.geometry().output_shape())?;
         plan.forward_into(x, &self.weight, self.bias.as_ref(), false, &mut y)?;
-        self.input = train.then(|| x.clone());
         Ok(y)
     }
 
@@ -203,7 +215,15 @@ impl Layer for Dense {
     }
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let [n, o] = self.output_shape(x.shape())?[..] else { unreachable!("2-D output") };
+        let y = self.infer(x)?;
+        self.input = train.then(|| x.clone());
+        Ok(y)
+    }
+
+    fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        let [n, o] = self.output_shape(x.shape())?[..] else {
+            return Err(Error::shape("dense output", "2-D", &[]));
+        };
         let i = x.shape()[1];
         let mut y = Tensor::zeros(&[n, o])?;
         gemm(
@@ -212,7 +232,6 @@ impl Layer for Dense {
             MatMut::row_major(y.data_mut(), n, o)?,
             &GemmParams::default().bias(Bias::PerCol(self.bias.data())),
         )?;
-        self.input = train.then(|| x.clone());
         Ok(y)
     }
 
@@ -275,10 +294,13 @@ impl Layer for MaxPool2d {
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         Ok(Pool2dGeometry::new(input, &self.params)?.output_shape().to_vec())
     }
+    fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        pool::max_pool2d_values(x, &self.params)
+    }
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
         if !train {
             self.cache = None;
-            return pool::max_pool2d_values(x, &self.params);
+            return self.infer(x);
         }
         let (y, arg) = pool::max_pool2d(x, &self.params)?;
         self.cache = Some((x.shape().to_vec(), arg));
@@ -314,9 +336,12 @@ impl Layer for AvgPool2d {
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         Ok(Pool2dGeometry::new(input, &self.params)?.output_shape().to_vec())
     }
+    fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        pool::avg_pool2d(x, &self.params)
+    }
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.input_shape = train.then(|| x.shape().to_vec());
-        pool::avg_pool2d(x, &self.params)
+        self.infer(x)
     }
     fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
         let shape = self.input_shape.as_ref().ok_or_else(|| not_trained("AvgPool2d"))?;
@@ -340,12 +365,17 @@ impl Layer for GlobalAvgPool {
             _ => Err(Error::shape("global_avg_pool input", "[N, C, H, W] with H, W ≥ 1", input)),
         }
     }
-    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let [n, c] = self.output_shape(x.shape())?[..] else { unreachable!("2-D") };
-        let hw = x.shape()[2] * x.shape()[3];
+    fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        let [n, c, h, w] = x.dims4("global_avg_pool input")?;
+        self.output_shape(x.shape())?;
+        let hw = h * w;
         let y: Vec<f32> = x.data().chunks_exact(hw).map(|p| p.iter().sum::<f32>() / hw as f32).collect();
-        self.input_shape = train.then(|| x.shape().to_vec());
         Tensor::new(y, &[n, c])
+    }
+    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.infer(x)?;
+        self.input_shape = train.then(|| x.shape().to_vec());
+        Ok(y)
     }
     fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
         let shape = self.input_shape.as_ref().ok_or_else(|| not_trained("GlobalAvgPool"))?;
@@ -372,10 +402,13 @@ impl Layer for Flatten {
             _ => Err(Error::shape("flatten input", "at least 2-D [N, …]", input)),
         }
     }
+    fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        x.clone().reshape(&self.output_shape(x.shape())?)
+    }
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let shape = self.output_shape(x.shape())?;
+        let y = self.infer(x)?;
         self.input_shape = train.then(|| x.shape().to_vec());
-        x.clone().reshape(&shape)
+        Ok(y)
     }
     fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
         let shape = self.input_shape.as_ref().ok_or_else(|| not_trained("Flatten"))?;
@@ -421,8 +454,11 @@ macro_rules! elementwise {
             fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
                 Ok(input.to_vec())
             }
+            fn infer(&self, x: &Tensor) -> Result<Tensor> {
+                Tensor::new(par_map(x.data(), |_, $x| $f), x.shape())
+            }
             fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
-                let y = Tensor::new(par_map(x.data(), |_, $x| $f), x.shape())?;
+                let y = self.infer(x)?;
                 self.output = train.then(|| y.clone());
                 Ok(y)
             }
@@ -470,7 +506,12 @@ impl Layer for Softmax {
         }
     }
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let [_, c] = self.output_shape(x.shape())?[..] else { unreachable!("2-D") };
+        let y = self.infer(x)?;
+        self.output = train.then(|| y.clone());
+        Ok(y)
+    }
+    fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        let [_, c] = x.dims2("softmax input")?;
         let mut y = x.clone();
         for row in y.data_mut().chunks_exact_mut(c.max(1)) {
             let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -478,7 +519,6 @@ impl Layer for Softmax {
             let s: f32 = row.iter().sum();
             row.iter_mut().for_each(|v| *v /= s);
         }
-        self.output = train.then(|| y.clone());
         Ok(y)
     }
     fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
@@ -522,10 +562,13 @@ impl Layer for Dropout {
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         Ok(input.to_vec())
     }
+    fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.clone())
+    }
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
         if !train {
             self.mask = None;
-            return Ok(x.clone());
+            return self.infer(x);
         }
         let keep = 1.0 / (1.0 - self.p);
         let mask: Vec<f32> = (0..x.len()).map(|_| if self.rng.random::<f32>() < self.p { 0.0 } else { keep }).collect();

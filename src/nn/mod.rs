@@ -51,7 +51,7 @@ pub struct Param<'a> {
 
 /// One layer: forward (caching what backward needs when training), backward (filling its
 /// parameters' gradients and returning the input gradient), and shape inference.
-pub trait Layer: Send {
+pub trait Layer: Send + Sync {
     /// A short description, e.g. `"Conv2d(1→6, 5×5, pad 2)"`.
     fn describe(&self) -> String;
 
@@ -66,6 +66,13 @@ pub trait Layer: Send {
     /// # Errors
     /// An input that does not fit.
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor>;
+
+    /// Inference through a shared reference: the values of `forward(x, false)`, bit for bit,
+    /// touching no cache, so one model can serve several threads at once.
+    ///
+    /// # Errors
+    /// An input that does not fit.
+    fn infer(&self, x: &Tensor) -> Result<Tensor>;
 
     /// The backward pass from the output gradient; fills parameter gradients and returns
     /// the input gradient.
@@ -122,16 +129,35 @@ impl Sequential {
         &mut self.layers
     }
 
-    /// Forward through every layer.
+    /// Inference through every layer via [`Layer::infer`]: the same values as
+    /// `forward(x, false)`, through `&self`, so threads can share one model.
     ///
     /// # Errors
     /// An input whose per-sample shape differs from the model's.
-    pub fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn infer(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
+        let mut h = x.clone();
+        for layer in &self.layers {
+            h = layer.infer(&h)?;
+        }
+        Ok(h)
+    }
+
+    fn check_input(&self, x: &Tensor) -> Result<()> {
         if x.shape().len() != self.input.len() + 1 || x.shape()[1..] != self.input[..] {
             let want: Vec<String> =
                 std::iter::once("N".to_string()).chain(self.input.iter().map(usize::to_string)).collect();
             return Err(Error::shape("model input", format!("[{}]", want.join(", ")), x.shape()));
         }
+        Ok(())
+    }
+
+    /// Forward through every layer.
+    ///
+    /// # Errors
+    /// An input whose per-sample shape differs from the model's.
+    pub fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.check_input(x)?;
         let mut h = x.clone();
         for layer in &mut self.layers {
             h = layer.forward(&h, train)?;
