@@ -25,7 +25,8 @@ for target in $targets; do
     status=1
     grep -E "panicked|ERROR|timeout" "$log" | head -5 || true
   fi
-  stats=$(grep -E "DONE|Done [0-9]+ runs" "$log" | tr '\n' ' ' | sed -E 's/.*cov: ([0-9]+) ft: ([0-9]+).*Done ([0-9]+) runs in ([0-9]+) second.*/execs \3 in \4 s, cov \1, ft \2/')
+  stats=$( (grep -E "DONE|Done [0-9]+ runs" "$log" || true) | tr '\n' ' ' |
+    sed -E 's/.*cov: ([0-9]+) ft: ([0-9]+).*Done ([0-9]+) runs in ([0-9]+) second.*/execs \3 in \4 s, cov \1, ft \2/')
   echo "fuzz $target: ${stats:-no stats} — $verdict"
   rm -f "$log"
 done
