@@ -57,9 +57,22 @@ pub fn current_threads() -> usize {
 /// compare thread counts).
 ///
 /// # Panics
-/// If the operating system cannot start the threads.
+/// If the operating system cannot start the threads; [`try_with_threads`] returns an error
+/// instead.
 pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("start a rayon pool").install(f)
+    try_with_threads(threads, f).expect("start a rayon pool")
+}
+
+/// [`with_threads`] for callers that must not panic.
+///
+/// # Errors
+/// [`crate::Error::Parameter`] if the pool cannot be started (the reason from rayon).
+pub fn try_with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> crate::Result<R> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| crate::Error::param("threads", threads, format!("cannot start a rayon pool: {e}")))?;
+    Ok(pool.install(f))
 }
 
 /// The address of a buffer that parallel parts write disjoint cells of.
