@@ -226,3 +226,23 @@ fn a_short_run_learns() {
     println!("short run: test accuracy {:.4}", e.accuracy);
     assert!(e.accuracy >= 0.85, "test accuracy {} after a short run", e.accuracy);
 }
+
+#[test]
+fn backward_params_fills_the_same_gradients_as_backward() {
+    let grads = |model: &mut Sequential| -> Vec<u32> {
+        model.params().iter().flat_map(|p| p.grad.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>()).collect()
+    };
+    let x = data(&[5, 1, 28, 28], 2);
+    let (mut a, mut b) =
+        (lenet5(Activation::Tanh, Pooling::Avg, 4).unwrap(), lenet5(Activation::Tanh, Pooling::Avg, 4).unwrap());
+    let g = data(&[5, 10], 3);
+    a.forward(&x, true).unwrap();
+    a.backward(&g).unwrap();
+    b.forward(&x, true).unwrap();
+    b.backward_params(&g).unwrap();
+    let (ga, gb) = (grads(&mut a), grads(&mut b));
+    assert!(!ga.is_empty() && ga == gb);
+    // Before a training forward pass it is an error, as backward is.
+    let mut fresh = lenet5(Activation::Relu, Pooling::Max, 4).unwrap();
+    assert!(fresh.backward_params(&g).is_err());
+}

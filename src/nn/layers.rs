@@ -130,6 +130,16 @@ impl Layer for Conv2d {
     }
 
     fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
+        self.backward_params(grad_out)?;
+        let plan = self.plan.as_ref().map(|(_, p)| p).ok_or_else(|| not_trained("Conv2d"))?;
+        plan.backward_data(grad_out, &self.weight)
+    }
+
+    fn has_params(&self) -> bool {
+        true
+    }
+
+    fn backward_params(&mut self, grad_out: &Tensor) -> Result<()> {
         let x = self.input.as_ref().ok_or_else(|| not_trained("Conv2d"))?;
         let plan = match &self.plan {
             Some((s, p)) if s == x.shape() => p,
@@ -139,7 +149,7 @@ impl Layer for Conv2d {
         if let Some(gb) = &mut self.grad_b {
             *gb = plan.backward_bias(grad_out)?;
         }
-        plan.backward_data(grad_out, &self.weight)
+        Ok(())
     }
 
     fn params(&mut self) -> Vec<Param<'_>> {
@@ -236,11 +246,30 @@ impl Layer for Dense {
     }
 
     fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
+        self.backward_params(dy)?;
+        let [o, i] = self.weight.dims2("dense weight")?;
+        let n = dy.shape()[0];
+        // dx = dy·W.
+        let mut dx = Tensor::zeros(&[n, i])?;
+        gemm(
+            MatRef::row_major(dy.data(), n, o)?,
+            MatRef::row_major(self.weight.data(), o, i)?,
+            MatMut::row_major(dx.data_mut(), n, i)?,
+            &GemmParams::default(),
+        )?;
+        Ok(dx)
+    }
+
+    fn has_params(&self) -> bool {
+        true
+    }
+
+    fn backward_params(&mut self, dy: &Tensor) -> Result<()> {
         let x = self.input.as_ref().ok_or_else(|| not_trained("Dense"))?;
         let [o, i] = self.weight.dims2("dense weight")?;
         let n = x.shape()[0];
         expect_shape("dense grad_output", dy.shape(), &[n, o])?;
-        // dW = dyᵀ·x, db = Σ_rows dy, dx = dy·W.
+        // dW = dyᵀ·x, db = Σ_rows dy.
         gemm(
             MatRef::row_major(dy.data(), n, o)?.t(),
             MatRef::row_major(x.data(), n, i)?,
@@ -252,14 +281,7 @@ impl Layer for Dense {
         for row in dy.data().chunks_exact(o.max(1)) {
             gb.iter_mut().zip(row).for_each(|(b, &g)| *b += g);
         }
-        let mut dx = Tensor::zeros(&[n, i])?;
-        gemm(
-            MatRef::row_major(dy.data(), n, o)?,
-            MatRef::row_major(self.weight.data(), o, i)?,
-            MatMut::row_major(dx.data_mut(), n, i)?,
-            &GemmParams::default(),
-        )?;
-        Ok(dx)
+        Ok(())
     }
 
     fn params(&mut self) -> Vec<Param<'_>> {

@@ -81,6 +81,21 @@ pub trait Layer: Send + Sync {
     /// Called without a training forward pass first, or with a gradient of the wrong shape.
     fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor>;
 
+    /// The backward pass when the input gradient is not wanted (the first layer with
+    /// parameters): fills the parameter gradients only. The default runs
+    /// [`Layer::backward`] and drops the input gradient.
+    ///
+    /// # Errors
+    /// As [`Layer::backward`].
+    fn backward_params(&mut self, grad_out: &Tensor) -> Result<()> {
+        self.backward(grad_out).map(|_| ())
+    }
+
+    /// Whether [`Layer::params`] is non-empty (without needing `&mut`).
+    fn has_params(&self) -> bool {
+        false
+    }
+
     /// The layer's parameters with their gradients (none for most layers).
     fn params(&mut self) -> Vec<Param<'_>> {
         Vec::new()
@@ -177,6 +192,21 @@ impl Sequential {
             g = layer.backward(&g)?;
         }
         Ok(g)
+    }
+
+    /// The backward pass for training: every parameter gradient, without the input gradient
+    /// of the first layer with parameters nor anything below it (for LeNet-5 that skips
+    /// C1's backward-data convolution).
+    ///
+    /// # Errors
+    /// As [`Layer::backward`].
+    pub fn backward_params(&mut self, grad: &Tensor) -> Result<()> {
+        let Some(first) = self.layers.iter().position(|l| l.has_params()) else { return Ok(()) };
+        let mut g = grad.clone();
+        for layer in self.layers[first + 1..].iter_mut().rev() {
+            g = layer.backward(&g)?;
+        }
+        self.layers[first].backward_params(&g)
     }
 
     /// Every parameter of every layer, named `"{layer index}.{name}"` by [`Self::named_params`].

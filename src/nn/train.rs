@@ -179,7 +179,7 @@ pub fn fit(
             let y: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
             let logits = model.forward(&x, true)?;
             let l = softmax_cross_entropy(&logits, &y)?;
-            model.backward(&l.grad)?;
+            model.backward_params(&l.grad)?;
             opt.step(model, lr);
             loss_sum += l.loss as f64 * idx.len() as f64;
             correct += l.correct;
