@@ -5,6 +5,7 @@
 //! cargo run --release --example augment -- --json            # the same as JSON lines
 //! cargo run --release --example augment -- --grid grid.png   # originals + augmented variants
 //! cargo run --release --example augment -- --throughput      # images per second, 1 and all threads
+//!                                                            # (every preset, or those of --presets)
 //! ```
 //!
 //! The study trains LeNet-5 (the main job's settings, no validation split) on the first
@@ -36,6 +37,7 @@ struct Args {
     grid: Option<PathBuf>,
     throughput: bool,
     presets: Vec<String>,
+    presets_given: bool,
     seeds: Vec<u64>,
     sizes: Vec<usize>,
     epochs: Vec<(usize, usize)>,
@@ -53,6 +55,7 @@ fn parse() -> Result<Args, String> {
         grid: None,
         throughput: false,
         presets: vec!["none".into(), "digits".into()],
+        presets_given: false,
         seeds: vec![1, 2, 3],
         sizes: vec![1000, 8000],
         epochs: vec![(1000, 60), (8000, 15)],
@@ -69,7 +72,10 @@ fn parse() -> Result<Args, String> {
             "--json" => a.json = true,
             "--grid" => a.grid = Some(val()?.into()),
             "--throughput" => a.throughput = true,
-            "--presets" => a.presets = list(&flag, &val()?)?,
+            "--presets" => {
+                a.presets = list(&flag, &val()?)?;
+                a.presets_given = true;
+            }
             "--seeds" => a.seeds = list(&flag, &val()?)?,
             "--sizes" => a.sizes = list(&flag, &val()?)?,
             "--epochs" => {
@@ -164,7 +170,12 @@ fn throughput(args: &Args) -> convkit::Result<()> {
     let batch = first(&data.train_images, 256)?;
     let all = current_threads();
     println!("{:<8} {:>14} {:>14}", "preset", "1 thread", format!("{all} threads"));
-    for name in convkit::augment::PRESETS.iter().skip(1) {
+    let names: Vec<&str> = if args.presets_given {
+        args.presets.iter().map(String::as_str).collect()
+    } else {
+        convkit::augment::PRESETS[1..].to_vec()
+    };
+    for name in names {
         let pipe = Pipeline::preset(name, black, (black, white))?;
         let mut rates = Vec::new();
         for threads in [1, all] {

@@ -500,7 +500,27 @@ impl Pipeline {
         planes_to_image(&planes, c, h, w)
     }
 
+    /// One image, compiled for AVX2+FMA when the machine has it (`CONVKIT_SIMD` caps it):
+    /// the same operations, just wider — LLVM does not contract `a·b + c` into an FMA, so
+    /// both builds give the same bits.
     fn apply_one(&self, img: &mut [f32], c: usize, h: usize, w: usize, rng: &mut SplitMix, s: &mut Scratch) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::active() != crate::SimdLevel::Portable {
+            // SAFETY: `active()` only reports AVX2 or above when the CPU has AVX2 and FMA.
+            unsafe { self.apply_one_avx2(img, c, h, w, rng, s) };
+            return;
+        }
+        self.apply_one_body(img, c, h, w, rng, s);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn apply_one_avx2(&self, img: &mut [f32], c: usize, h: usize, w: usize, rng: &mut SplitMix, s: &mut Scratch) {
+        self.apply_one_body(img, c, h, w, rng, s);
+    }
+
+    #[inline(always)]
+    fn apply_one_body(&self, img: &mut [f32], c: usize, h: usize, w: usize, rng: &mut SplitMix, s: &mut Scratch) {
         let mut pending: Option<Affine2> = None;
         for (p, t) in &self.steps {
             if *p < 1.0 && rng.unit() >= *p as f64 {
@@ -528,6 +548,7 @@ impl Pipeline {
     }
 
     /// One photometric step.
+    #[inline(always)]
     fn apply_pixelwise(&self, t: &Transform, img: &mut [f32], h: usize, w: usize, rng: &mut SplitMix) {
         match *t {
             Transform::BrightnessContrast { brightness, contrast } => {
@@ -589,6 +610,7 @@ impl Pipeline {
         }
     }
 
+    #[inline(always)]
     fn resample(&self, img: &mut [f32], c: usize, h: usize, w: usize, forward: &Affine2, s: &mut Scratch) {
         if *forward == Affine2::IDENTITY {
             return;
@@ -602,6 +624,7 @@ impl Pipeline {
         img.copy_from_slice(&s.tmp);
     }
 
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn elastic(
         &self,

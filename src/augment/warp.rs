@@ -89,6 +89,7 @@ fn bilinear(src: &[f32], w: usize, h: usize, x: f32, y: f32, background: f32) ->
 }
 
 /// `dst[y][x] = src(inv(x, y))` for every plane of a `channels × h × w` image.
+#[inline(always)]
 pub(crate) fn warp_affine(src: &[f32], dst: &mut [f32], w: usize, h: usize, inv: &Affine2, background: f32) {
     let plane = w * h;
     for (s, d) in src.chunks_exact(plane).zip(dst.chunks_exact_mut(plane)) {
@@ -105,6 +106,7 @@ pub(crate) fn warp_affine(src: &[f32], dst: &mut [f32], w: usize, h: usize, inv:
 
 /// `dst[p] = src(inv(p + (dx[p], dy[p])))` for every pixel `p` of every plane: a
 /// displacement field followed by the inverse of an earlier affine change.
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn warp_displaced(
     src: &[f32],
@@ -149,38 +151,56 @@ pub(crate) fn gaussian_taps(sigma: f32, max_radius: usize) -> Vec<f32> {
     taps.iter().map(|t| (t / sum) as f32).collect()
 }
 
+/// Lanes per block and blocks in flight: four independent 8-wide accumulators hide the
+/// add latency of the tap loop.
+const L: usize = 8;
+const B: usize = 4;
+
+/// `out[x] = Σ_k taps[k]·src[x·1 + k·step]` for `x < out.len()` (a multiple of `L`), the taps
+/// summed in order; `src` must hold `out.len() + (taps.len() − 1)·step` values.
+#[inline(always)]
+fn correlate(src: &[f32], step: usize, taps: &[f32], out: &mut [f32]) {
+    for (g, group) in out.chunks_mut(B * L).enumerate() {
+        let x0 = g * B * L;
+        let mut acc = [[0.0f32; L]; B];
+        for (k, &t) in taps.iter().enumerate() {
+            for (b, a) in acc.iter_mut().enumerate().take(group.len() / L) {
+                let at = x0 + b * L + k * step;
+                for (lane, v) in a.iter_mut().zip(&src[at..at + L]) {
+                    *lane += t * v;
+                }
+            }
+        }
+        for (o, a) in group.chunks_exact_mut(L).zip(&acc) {
+            o.copy_from_slice(a);
+        }
+    }
+}
+
 /// Separable smoothing of one `w × h` plane in place, treating outside pixels as 0.
-/// `tmp` must hold at least `(w + 2r)·h` values for `r = taps.len() / 2`.
+#[inline(always)]
 pub(crate) fn smooth(plane: &mut [f32], tmp: &mut Vec<f32>, w: usize, h: usize, taps: &[f32]) {
     let r = taps.len() / 2;
     if r == 0 || w == 0 || h == 0 {
         return;
     }
-    // Rows: copy each into a zero-padded line, then accumulate tap by tap (vectorises over x).
-    let wide = w + 2 * r;
+    // Rows are computed L-wide; the columns past w are scratch and never read back.
+    let wp = w.div_ceil(L) * L;
+    let line_len = wp + 2 * r;
     tmp.clear();
-    tmp.resize(wide + w * h, 0.0);
-    let (line, rows) = tmp.split_at_mut(wide);
-    for (src, out) in plane.chunks_exact(w).zip(rows.chunks_exact_mut(w)) {
+    tmp.resize(line_len + (h + 2 * r) * wp + wp, 0.0);
+    let (line, rest) = tmp.split_at_mut(line_len);
+    let (cols, row_out) = rest.split_at_mut((h + 2 * r) * wp);
+    // Rows: each copied into a zero-padded line and correlated into `cols`, which keeps r
+    // zero rows above and below for the column pass.
+    for (y, src) in plane.chunks_exact(w).enumerate() {
         line[r..r + w].copy_from_slice(src);
-        for (k, &t) in taps.iter().enumerate() {
-            for (o, v) in out.iter_mut().zip(&line[k..k + w]) {
-                *o += t * v;
-            }
-        }
+        correlate(line, 1, taps, &mut cols[(y + r) * wp..(y + r + 1) * wp]);
     }
-    // Columns back into the plane: whole rows at a time.
-    plane.fill(0.0);
-    for y in 0..h {
-        let lo = y.saturating_sub(r);
-        let hi = (y + r).min(h - 1);
-        let out = &mut plane[y * w..(y + 1) * w];
-        for yy in lo..=hi {
-            let t = taps[yy + r - y];
-            for (o, v) in out.iter_mut().zip(&rows[yy * w..(yy + 1) * w]) {
-                *o += t * v;
-            }
-        }
+    // Columns: output row y is Σ_k taps[k]·(row y + k − r), whole rows at a time.
+    for (y, out) in plane.chunks_exact_mut(w).enumerate() {
+        correlate(&cols[y * wp..], wp, taps, row_out);
+        out.copy_from_slice(&row_out[..w]);
     }
 }
 
