@@ -515,7 +515,15 @@ impl Pipeline {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn apply_one_avx2(&self, img: &mut [f32], c: usize, h: usize, w: usize, rng: &mut SplitMix, s: &mut Scratch) {
+    unsafe fn apply_one_avx2(
+        &self,
+        img: &mut [f32],
+        c: usize,
+        h: usize,
+        w: usize,
+        rng: &mut SplitMix,
+        s: &mut Scratch,
+    ) {
         self.apply_one_body(img, c, h, w, rng, s);
     }
 
