@@ -93,8 +93,46 @@ fn depthwise_case() -> impl Strategy<Value = ConvCase> {
     })
 }
 
+/// Problems for the channel-vectorised backward-weight path: one group, 8–24 output
+/// channels (padded lanes when not a multiple of 8), a reduction of at least 24 taps and few
+/// pixels per image; strides, dilations and asymmetric padding as elsewhere.
+fn kvec_case() -> impl Strategy<Value = ConvCase> {
+    (
+        (1usize..4, 3usize..6, 8usize..25, 3usize..6, 3usize..6),
+        (1usize..4, 1usize..4, 1usize..3, 1usize..3),
+        (0usize..4, 0usize..4, 0usize..4, 0usize..4),
+        (0usize..12, 0usize..12, any::<u64>()),
+    )
+        .prop_filter_map(
+            "fits",
+            |((n, c, k, r, s), (sh, sw, dh, dw), (top, bottom, left, right), (eh, ew, seed))| {
+                let params = Conv2dParams::default().stride(sh, sw).dilation(dh, dw).padding(Padding::Explicit {
+                    top,
+                    bottom,
+                    left,
+                    right,
+                });
+                let (ih, iw) = (
+                    ((r - 1) * dh + 1 + eh).saturating_sub(top + bottom).max(1),
+                    ((s - 1) * dw + 1 + ew).saturating_sub(left + right).max(1),
+                );
+                let input_shape = [n, c, ih, iw];
+                let weight_shape = [k, c, r, s];
+                let geometry = convkit::Conv2dGeometry::new(&input_shape, &weight_shape, &params).ok()?;
+                Some(ConvCase { input_shape, weight_shape, params, geometry, seed })
+            },
+        )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(64), ..ProptestConfig::default() })]
+
+    #[test]
+    fn channel_vectorised_backward_weight_matches_the_reference(case in kvec_case()) {
+        for level in SimdLevel::supported() {
+            check_case(&case, Algorithm::Im2col, level)?;
+        }
+    }
 
     #[test]
     fn every_algorithm_matches_the_reference(case in conv_case(3, 5, 10)) {

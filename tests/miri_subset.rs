@@ -105,6 +105,8 @@ fn im2col_and_col2im() {
     conv_check([2, 3, 7, 6], [4, 3, 3, 2], p, Algorithm::Im2col);
     conv_check([1, 4, 5, 5], [3, 4, 1, 1], Conv2dParams::default().stride(2, 2), Algorithm::Im2col);
     conv_check([1, 4, 3, 5], [5, 4, 1, 1], Conv2dParams::default(), Algorithm::Im2col);
+    // Eight output channels, 27 taps, 16 pixels: the channel-vectorised backward-weight.
+    conv_check([2, 3, 6, 6], [8, 3, 3, 3], Conv2dParams::default(), Algorithm::Im2col);
 }
 
 #[test]

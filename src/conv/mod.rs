@@ -36,6 +36,7 @@ mod direct;
 mod direct_bw;
 mod im2col;
 mod kernels;
+mod kvec_bw;
 mod padded;
 mod scratch;
 mod winograd;
@@ -295,6 +296,8 @@ impl Conv2dPlan {
         let direct = matches!(self.algorithm, Algorithm::Direct | Algorithm::Depthwise);
         if direct && direct_bw::preferred(&self.geo) {
             direct_bw::weight(self, x, dy, dw);
+        } else if kvec_bw::preferred(&self.geo) {
+            kvec_bw::weight(self, x, dy, dw);
         } else {
             backward::weight(self, x, dy, dw);
         }

@@ -1,0 +1,154 @@
+//! Backward-weight vectorised over output channels, for layers with few pixels per image
+//! (LeNet's C3: 100) where the im2col GEMM's reduction over one image's pixels is too short
+//! to pay for packing a gathered column matrix per image.
+//!
+//! `dW[k, t] = Σ_n Σ_p dY[n, k, p] · x_pad[n, p + off(t)]`: with the gradient laid out pixel
+//! by pixel (`dyt[n][p][k]`, channels padded to a multiple of 8), each pixel contributes
+//! `x_pad[p + off(t)] · dyt[n][p][k..k + 8]` — one broadcast and one FMA per tap and 8
+//! channels, no lane wasted on row ends. A register tile holds `TB` taps × 16 channels.
+//! One task per block of taps sums every image and pixel in a fixed order, so the result
+//! does not depend on the thread count.
+
+use super::padded::Padded;
+use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
+use super::Conv2dPlan;
+use crate::geometry::Conv2dGeometry;
+use crate::parallel::{for_each_part, SharedMut};
+use crate::simd::SimdLevel;
+
+/// Channels per vector.
+const L: usize = 8;
+/// Taps per register tile (with two channel vectors: 12 accumulators).
+const TB: usize = 6;
+/// Largest scratch (padded images + transposed gradient), in floats, for which this path
+/// is taken: both are built whole before the taps are shared among threads.
+const MAX_SCRATCH: usize = 1 << 22;
+
+/// Whether this path beats the per-image GEMM: one group, at least 8 output channels, few
+/// pixels per image, a long enough reduction that the tap blocks are full, and scratch that
+/// stays reasonable.
+pub(super) fn preferred(g: &Conv2dGeometry) -> bool {
+    let pixels = g.h.output * g.w.output;
+    let kp = g.k.div_ceil(L) * L;
+    let pad = Padded::new(g);
+    let scratch = g.n.saturating_mul(g.c.saturating_mul(pad.plane()).saturating_add(pixels.saturating_mul(kp)));
+    g.groups == 1 && g.k >= L && pixels <= 256 && g.reduction_len() >= 4 * TB && scratch <= MAX_SCRATCH
+}
+
+pub(super) fn weight(plan: &Conv2dPlan, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let g = &plan.geo;
+    let (crs, pixels) = (g.reduction_len(), g.h.output * g.w.output);
+    let kp = g.k.div_ceil(L) * L;
+    let pad = Padded::new(g);
+    let cplane = g.c * pad.plane();
+    let plane_in = g.h.input * g.w.input;
+    // Slack: the last tap of the last pixel reads inside the buffer by construction; keep
+    // one extra row so the phase-split layout's tails stay in bounds.
+    with_scratch(g.n * cplane + pad.row_len(), |xp| {
+        xp[g.n * cplane..].fill(0.0);
+        for n in 0..g.n {
+            pad.fill(g, &x[n * g.c * plane_in..(n + 1) * g.c * plane_in], g.c, &mut xp[n * cplane..(n + 1) * cplane]);
+        }
+        with_scratch2(g.n * pixels * kp, |dyt| {
+            // dyt[n][p][k] = dY[n, k, p], zero past K.
+            for n in 0..g.n {
+                let dst = &mut dyt[n * pixels * kp..(n + 1) * pixels * kp];
+                if kp != g.k {
+                    dst.fill(0.0);
+                }
+                for k in 0..g.k {
+                    let src = &dy[(n * g.k + k) * pixels..(n * g.k + k + 1) * pixels];
+                    for (p, &v) in src.iter().enumerate() {
+                        dst[p * kp + k] = v;
+                    }
+                }
+            }
+            with_index_scratch(crs, |tap_off| {
+                for (t, o) in tap_off.iter_mut().enumerate() {
+                    let (c, r, s) = (t / (g.h.kernel * g.w.kernel), (t / g.w.kernel) % g.h.kernel, t % g.w.kernel);
+                    *o = pad.tap_offset(g, c, r, s);
+                }
+                let args = Args { g, pad: &pad, xp, cplane, dyt, kp, tap_off };
+                let out = SharedMut::new(dw);
+                let blocks = crs.div_ceil(TB);
+                let task = |b: usize| {
+                    let taps = b * TB..((b + 1) * TB).min(crs);
+                    let mut tile = [[0.0f32; 2 * L]; TB];
+                    for k0 in (0..kp).step_by(2 * L) {
+                        match plan.level {
+                            #[cfg(target_arch = "x86_64")]
+                            // SAFETY: the plan checked that this CPU supports the level.
+                            SimdLevel::Avx2 | SimdLevel::Avx512 => unsafe {
+                                tile_fma(&args, taps.clone(), k0, &mut tile)
+                            },
+                            _ => tile_sum::<false>(&args, taps.clone(), k0, &mut tile),
+                        }
+                        for (ti, t) in taps.clone().enumerate() {
+                            for (kk, &v) in tile[ti].iter().enumerate().take((g.k.saturating_sub(k0)).min(2 * L)) {
+                                // SAFETY: (k0 + kk, t) is inside dW (k0 + kk < K, t < CRS) and
+                                // tap t belongs to this task's block alone.
+                                unsafe { *out.get().add((k0 + kk) * crs + t) = v };
+                            }
+                        }
+                    }
+                };
+                if plan.parallelism.threads_for(g.flops()) > 1 {
+                    for_each_part(blocks, task);
+                } else {
+                    (0..blocks).for_each(task);
+                }
+            });
+        });
+    });
+}
+
+struct Args<'a> {
+    g: &'a Conv2dGeometry,
+    pad: &'a Padded,
+    xp: &'a [f32],
+    cplane: usize,
+    dyt: &'a [f32],
+    kp: usize,
+    tap_off: &'a [usize],
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn tile_fma(a: &Args<'_>, taps: std::ops::Range<usize>, k0: usize, tile: &mut [[f32; 2 * L]; TB]) {
+    tile_sum::<true>(a, taps, k0, tile);
+}
+
+/// `tile[ti][kk] = Σ_n Σ_p x_pad[n, p + off(t0 + ti)] · dY[n, k0 + kk, p]` for `kk < 16`
+/// (channels past `kp` read as the next block's and are dropped by the caller; a short
+/// tap block repeats its first tap).
+#[inline(always)]
+fn tile_sum<const FMA: bool>(a: &Args<'_>, taps: std::ops::Range<usize>, k0: usize, tile: &mut [[f32; 2 * L]; TB]) {
+    let madd = |p: f32, q: f32, acc: f32| if FMA { p.mul_add(q, acc) } else { p * q + acc };
+    let g = a.g;
+    let used = taps.len();
+    let offs: [usize; TB] = std::array::from_fn(|i| a.tap_off[taps.start + if i < used { i } else { 0 }]);
+    let two = k0 + 2 * L <= a.kp;
+    let pixels = g.h.output * g.w.output;
+    let row_step = g.h.stride * a.pad.row_len();
+    let mut acc = [[0.0f32; 2 * L]; TB];
+    for n in 0..g.n {
+        let xb = &a.xp[n * a.cplane..];
+        let db = &a.dyt[n * pixels * a.kp..(n + 1) * pixels * a.kp];
+        for oh in 0..g.h.output {
+            let base = oh * row_step;
+            for ow in 0..g.w.output {
+                let at = (oh * g.w.output + ow) * a.kp + k0;
+                let mut dv = [0.0f32; 2 * L];
+                let width = if two { 2 * L } else { L };
+                dv[..width].copy_from_slice(&db[at..at + width]);
+                for ti in 0..TB {
+                    let xs = xb[base + ow + offs[ti]];
+                    for kk in 0..2 * L {
+                        acc[ti][kk] = madd(xs, dv[kk], acc[ti][kk]);
+                    }
+                }
+            }
+        }
+    }
+    *tile = acc;
+}
