@@ -81,7 +81,7 @@ pub(super) fn weight(plan: &Conv2dPlan, x: &[f32], dy: &[f32], dw: &mut [f32]) {
                             SimdLevel::Avx2 | SimdLevel::Avx512 => unsafe {
                                 tile_fma(&args, taps.clone(), k0, &mut tile)
                             },
-                            _ => tile_sum::<false>(&args, taps.clone(), k0, &mut tile),
+                            _ => tile_portable(&args, taps.clone(), k0, &mut tile),
                         }
                         for (ti, t) in taps.clone().enumerate() {
                             for (kk, &v) in tile[ti].iter().enumerate().take((g.k.saturating_sub(k0)).min(2 * L)) {
@@ -115,40 +115,115 @@ struct Args<'a> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn tile_fma(a: &Args<'_>, taps: std::ops::Range<usize>, k0: usize, tile: &mut [[f32; 2 * L]; TB]) {
-    tile_sum::<true>(a, taps, k0, tile);
+    if k0 + 2 * L <= a.kp {
+        tile_avx2::<2>(a, taps, k0, tile);
+    } else {
+        tile_avx2::<1>(a, taps, k0, tile);
+    }
 }
 
-/// `tile[ti][kk] = Σ_n Σ_p x_pad[n, p + off(t0 + ti)] · dY[n, k0 + kk, p]` for `kk < 16`
-/// (channels past `kp` read as the next block's and are dropped by the caller; a short
-/// tap block repeats its first tap).
-#[inline(always)]
-fn tile_sum<const FMA: bool>(a: &Args<'_>, taps: std::ops::Range<usize>, k0: usize, tile: &mut [[f32; 2 * L]; TB]) {
-    let madd = |p: f32, q: f32, acc: f32| if FMA { p.mul_add(q, acc) } else { p * q + acc };
+/// [`tile_sum`] with AVX2 intrinsics: the `TB × NV` accumulators are named registers (the
+/// auto-vectoriser spilled them).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn tile_avx2<const NV: usize>(a: &Args<'_>, taps: std::ops::Range<usize>, k0: usize, tile: &mut [[f32; 2 * L]; TB]) {
+    use std::arch::x86_64::*;
     let g = a.g;
     let used = taps.len();
     let offs: [usize; TB] = std::array::from_fn(|i| a.tap_off[taps.start + if i < used { i } else { 0 }]);
-    let two = k0 + 2 * L <= a.kp;
-    let pixels = g.h.output * g.w.output;
+    let (oh_n, ow_n) = (g.h.output, g.w.output);
+    let pixels = oh_n * ow_n;
     let row_step = g.h.stride * a.pad.row_len();
-    let mut acc = [[0.0f32; 2 * L]; TB];
+    let reach = offs.iter().copied().max().unwrap_or(0);
+    let mut acc = [[_mm256_setzero_ps(); NV]; TB];
     for n in 0..g.n {
         let xb = &a.xp[n * a.cplane..];
         let db = &a.dyt[n * pixels * a.kp..(n + 1) * pixels * a.kp];
-        for oh in 0..g.h.output {
-            let base = oh * row_step;
-            for ow in 0..g.w.output {
-                let at = (oh * g.w.output + ow) * a.kp + k0;
-                let mut dv = [0.0f32; 2 * L];
-                let width = if two { 2 * L } else { L };
-                dv[..width].copy_from_slice(&db[at..at + width]);
-                for ti in 0..TB {
-                    let xs = xb[base + ow + offs[ti]];
-                    for kk in 0..2 * L {
-                        acc[ti][kk] = madd(xs, dv[kk], acc[ti][kk]);
+        for oh in 0..oh_n {
+            let xrow = &xb[oh * row_step..oh * row_step + ow_n + reach];
+            let drow = &db[oh * ow_n * a.kp..(oh + 1) * ow_n * a.kp];
+            for ow in 0..ow_n {
+                let at = ow * a.kp + k0;
+                // SAFETY: at + NV·L ≤ ow_n·kp = drow.len() (k0 + NV·L ≤ kp), and
+                // ow + offs[ti] < ow_n + reach = xrow.len(); AVX2/FMA are enabled here.
+                unsafe {
+                    let dv: [__m256; NV] = std::array::from_fn(|v| _mm256_loadu_ps(drow.as_ptr().add(at + v * L)));
+                    for ti in 0..TB {
+                        let xv = _mm256_broadcast_ss(&*xrow.as_ptr().add(ow + offs[ti]));
+                        for v in 0..NV {
+                            acc[ti][v] = _mm256_fmadd_ps(xv, dv[v], acc[ti][v]);
+                        }
                     }
                 }
             }
         }
     }
-    *tile = acc;
+    for (t, a) in tile.iter_mut().zip(&acc) {
+        t.fill(0.0);
+        for (v, &lanes) in a.iter().enumerate() {
+            // SAFETY: t holds 2·L ≥ (v + 1)·L floats; unaligned store.
+            unsafe { _mm256_storeu_ps(t.as_mut_ptr().add(v * L), lanes) };
+        }
+    }
+}
+
+fn tile_portable(a: &Args<'_>, taps: std::ops::Range<usize>, k0: usize, tile: &mut [[f32; 2 * L]; TB]) {
+    if k0 + 2 * L <= a.kp {
+        tile_sum::<false, 2>(a, taps, k0, tile);
+    } else {
+        tile_sum::<false, 1>(a, taps, k0, tile);
+    }
+}
+
+/// `tile[ti][kk] = Σ_n Σ_p x_pad[n, p + off(t0 + ti)] · dY[n, k0 + kk, p]` for the `NV·8`
+/// channels from `k0` (a short tap block repeats its first tap; the caller drops it). Per
+/// pixel: `TB` input values and `NV` gradient vectors are loaded first, then `TB·NV` FMAs
+/// run on accumulators that stay in registers.
+#[inline(always)]
+fn tile_sum<const FMA: bool, const NV: usize>(
+    a: &Args<'_>,
+    taps: std::ops::Range<usize>,
+    k0: usize,
+    tile: &mut [[f32; 2 * L]; TB],
+) {
+    let madd = |p: f32, q: f32, acc: f32| if FMA { p.mul_add(q, acc) } else { p * q + acc };
+    let g = a.g;
+    let used = taps.len();
+    let offs: [usize; TB] = std::array::from_fn(|i| a.tap_off[taps.start + if i < used { i } else { 0 }]);
+    let (oh_n, ow_n) = (g.h.output, g.w.output);
+    let pixels = oh_n * ow_n;
+    let row_step = g.h.stride * a.pad.row_len();
+    let reach = offs.iter().copied().max().unwrap_or(0);
+    let mut acc = [[[0.0f32; L]; NV]; TB];
+    for n in 0..g.n {
+        let xb = &a.xp[n * a.cplane..];
+        let db = &a.dyt[n * pixels * a.kp..(n + 1) * pixels * a.kp];
+        for oh in 0..oh_n {
+            // Every read of this row lies in xrow / drow, so the checks below are hoisted.
+            let xrow = &xb[oh * row_step..oh * row_step + ow_n + reach];
+            let drow = &db[oh * ow_n * a.kp..(oh + 1) * ow_n * a.kp];
+            for ow in 0..ow_n {
+                let xs: [f32; TB] = std::array::from_fn(|ti| xrow[ow + offs[ti]]);
+                let at = ow * a.kp + k0;
+                let dv: [[f32; L]; NV] = std::array::from_fn(|v| {
+                    let mut d = [0.0f32; L];
+                    d.copy_from_slice(&drow[at + v * L..at + v * L + L]);
+                    d
+                });
+                for ti in 0..TB {
+                    for v in 0..NV {
+                        for l in 0..L {
+                            acc[ti][v][l] = madd(xs[ti], dv[v][l], acc[ti][v][l]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (t, a) in tile.iter_mut().zip(&acc) {
+        t.fill(0.0);
+        for (v, lanes) in a.iter().enumerate() {
+            t[v * L..(v + 1) * L].copy_from_slice(lanes);
+        }
+    }
 }
