@@ -1,6 +1,7 @@
-//! Backward-weight vectorised over output channels, for layers with few pixels per image
-//! (LeNet's C3: 100) where the im2col GEMM's reduction over one image's pixels is too short
-//! to pay for packing a gathered column matrix per image.
+//! Backward-weight vectorised over output channels, for small layers (LeNet's C1 and C3)
+//! where the im2col GEMM's reduction over one image's pixels is too short to pay for
+//! packing a gathered column matrix per image, and the per-channel dot products re-pad
+//! every image once per channel.
 //!
 //! `dW[k, t] = Σ_n Σ_p dY[n, k, p] · x_pad[n, p + off(t)]`: with the gradient laid out pixel
 //! by pixel (`dyt[n][p][k]`, channels padded to a multiple of 8), each pixel contributes
@@ -21,18 +22,28 @@ const L: usize = 8;
 /// Taps per register tile (with two channel vectors: 12 accumulators).
 const TB: usize = 6;
 /// Largest scratch (padded images + transposed gradient), in floats, for which this path
-/// is taken: both are built whole before the taps are shared among threads.
-const MAX_SCRATCH: usize = 1 << 22;
+/// is taken: both are built whole before the taps are shared among threads, and every tap
+/// block streams the whole gradient, which must stay near the core (2 MB here).
+const MAX_SCRATCH: usize = 1 << 19;
+/// Most output channels: beyond, the GEMM's reuse of each packed block wins.
+const MAX_K: usize = 64;
 
-/// Whether this path beats the per-image GEMM: one group, at least 8 output channels, few
-/// pixels per image, a long enough reduction that the tap blocks are full, and scratch that
-/// stays reasonable.
+/// Whether this path beats the per-image GEMM and the per-channel dot products (measured
+/// with `examples/compare.rs`: LeNet's C1 and C3, ResNet's 64-channel 3×3 layer): one group,
+/// 6 to 64 output channels, strides up to 2 (AlexNet's stride-4 stem lost), a reduction
+/// long enough that the tap blocks are full, and
+/// scratch that stays near the core.
 pub(super) fn preferred(g: &Conv2dGeometry) -> bool {
     let pixels = g.h.output * g.w.output;
     let kp = g.k.div_ceil(L) * L;
     let pad = Padded::new(g);
     let scratch = g.n.saturating_mul(g.c.saturating_mul(pad.plane()).saturating_add(pixels.saturating_mul(kp)));
-    g.groups == 1 && g.k >= L && pixels <= 256 && g.reduction_len() >= 4 * TB && scratch <= MAX_SCRATCH
+    g.groups == 1
+        && (6..=MAX_K).contains(&g.k)
+        && g.h.stride <= 2
+        && g.w.stride <= 2
+        && g.reduction_len() >= 4 * TB
+        && scratch <= MAX_SCRATCH
 }
 
 pub(super) fn weight(plan: &Conv2dPlan, x: &[f32], dy: &[f32], dw: &mut [f32]) {
