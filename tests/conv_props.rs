@@ -93,12 +93,13 @@ fn depthwise_case() -> impl Strategy<Value = ConvCase> {
     })
 }
 
-/// Problems for the channel-vectorised backward-weight path: one group, 8–24 output
-/// channels (padded lanes when not a multiple of 8), a reduction of at least 24 taps and few
+/// Problems for the channel-vectorised paths (backward-weight, and the direct forward for
+/// multiples of 8 channels): one group, 8–32 output channels (padded lanes when not a
+/// multiple of 8), a reduction of at least 24 taps and few
 /// pixels per image; strides, dilations and asymmetric padding as elsewhere.
 fn kvec_case() -> impl Strategy<Value = ConvCase> {
     (
-        (1usize..4, 3usize..6, 8usize..25, 3usize..6, 3usize..6),
+        (1usize..4, 3usize..6, prop_oneof![8usize..25, (1usize..5).prop_map(|m| 8 * m)], 3usize..6, 3usize..6),
         (1usize..4, 1usize..4, 1usize..3, 1usize..3),
         (0usize..4, 0usize..4, 0usize..4, 0usize..4),
         (0usize..12, 0usize..12, any::<u64>()),
@@ -128,9 +129,10 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(64), ..ProptestConfig::default() })]
 
     #[test]
-    fn channel_vectorised_backward_weight_matches_the_reference(case in kvec_case()) {
+    fn channel_vectorised_paths_match_the_reference(case in kvec_case()) {
         for level in SimdLevel::supported() {
             check_case(&case, Algorithm::Im2col, level)?;
+            check_case(&case, Algorithm::Direct, level)?;
         }
     }
 

@@ -112,6 +112,8 @@ fn im2col_and_col2im() {
 #[test]
 fn direct_depthwise_and_winograd() {
     conv_check([1, 2, 6, 7], [5, 2, 3, 3], Conv2dParams::default().padding(Padding::Same), Algorithm::Direct);
+    // Eight output channels and 27 taps: the channel-vectorised direct forward.
+    conv_check([1, 3, 5, 9], [8, 3, 3, 3], Conv2dParams::default().stride(1, 2), Algorithm::Direct);
     conv_check([2, 1, 5, 4], [3, 1, 2, 2], Conv2dParams::default().stride(2, 2), Algorithm::Direct);
     let dw = Conv2dParams { groups: 3, ..Conv2dParams::default().padding(Padding::uniform(1)) };
     conv_check([1, 3, 5, 6], [3, 1, 3, 3], dw, Algorithm::Depthwise);

@@ -37,6 +37,7 @@ mod direct_bw;
 mod im2col;
 mod kernels;
 mod kvec_bw;
+mod kvec_fwd;
 mod padded;
 mod scratch;
 mod winograd;
@@ -246,6 +247,7 @@ impl Conv2dPlan {
         let y = out.data_mut();
         match self.algorithm {
             Algorithm::Im2col | Algorithm::Auto => im2col::forward(self, x, w, b, relu, y),
+            Algorithm::Direct if kvec_fwd::preferred(&self.geo) => kvec_fwd::forward(self, x, w, b, relu, y),
             Algorithm::Direct | Algorithm::Depthwise => direct::forward(self, x, w, b, relu, y),
             Algorithm::Winograd => winograd::forward(self, x, w, b, relu, y),
         }

@@ -1,0 +1,180 @@
+//! Direct forward convolution vectorised over output channels, for small layers with a
+//! multiple of 8 output channels (LeNet's C3: 16) where the `KB×16` tiles of `direct.rs`
+//! waste lanes on narrow output rows.
+//!
+//! `y[n, k, p] = b[k] + Σ_t x_pad[n, p + off(t)] · w[k, t]`: with the weight transposed to
+//! `wt[t][k]`, a register tile of `P` pixels × 16 channels takes per tap two weight vectors
+//! and `P` broadcast inputs — the GEMM micro-kernel's shape, with the input read in place
+//! from the padded image instead of a packed panel. Each output is computed by one tile, in
+//! tap order, so the result does not depend on the thread count.
+
+use super::padded::Padded;
+use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
+use super::Conv2dPlan;
+use crate::geometry::Conv2dGeometry;
+use crate::parallel::{for_each_part, SharedMut};
+use crate::simd::SimdLevel;
+
+/// Channels per vector.
+const L: usize = 8;
+/// Pixels per register tile (with two channel vectors: 12 accumulators).
+const P: usize = 6;
+
+/// One group, 8 to 64 output channels in whole vectors, strides up to 2, and a reduction
+/// long enough to amortise each tile's stores.
+pub(super) fn preferred(g: &Conv2dGeometry) -> bool {
+    g.groups == 1
+        && g.k.is_multiple_of(L)
+        && (L..=64).contains(&g.k)
+        && g.h.stride <= 2
+        && g.w.stride <= 2
+        && g.reduction_len() >= 24
+}
+
+struct Ctx<'a> {
+    g: &'a Conv2dGeometry,
+    pad: &'a Padded,
+    wt: &'a [f32],
+    tap_off: &'a [usize],
+    bias: Option<&'a [f32]>,
+    relu: bool,
+    y: SharedMut,
+}
+
+pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, y: &mut [f32]) {
+    let g = &plan.geo;
+    let (crs, k) = (g.reduction_len(), g.k);
+    if g.n == 0 || g.h.output == 0 || g.w.output == 0 {
+        return;
+    }
+    let pad = Padded::new(g);
+    let plane_in = g.h.input * g.w.input;
+    with_scratch2(crs * k, |wt| {
+        for kk in 0..k {
+            for t in 0..crs {
+                wt[t * k + kk] = w[kk * crs + t];
+            }
+        }
+        let wt: &[f32] = wt;
+        with_index_scratch(crs, |tap_off| {
+            for (t, o) in tap_off.iter_mut().enumerate() {
+                let (c, r, s) = (t / (g.h.kernel * g.w.kernel), (t / g.w.kernel) % g.h.kernel, t % g.w.kernel);
+                *o = pad.tap_offset(g, c, r, s);
+            }
+            let ctx = Ctx { g, pad: &pad, wt, tap_off, bias, relu, y: SharedMut::new(y) };
+            let image = |n: usize| {
+                with_scratch(g.c * pad.plane(), |xp| {
+                    pad.fill(g, &x[n * g.c * plane_in..(n + 1) * g.c * plane_in], g.c, xp);
+                    for oh in 0..g.h.output {
+                        row(plan.level, &ctx, xp, n, oh);
+                    }
+                });
+            };
+            if plan.parallelism.threads_for(g.flops()) > 1 && g.n > 1 {
+                for_each_part(g.n, image);
+            } else {
+                (0..g.n).for_each(image);
+            }
+        });
+    });
+}
+
+/// Every output of row `oh` of image `n`.
+fn row(level: SimdLevel, c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize) {
+    let ow_n = c.g.w.output;
+    for ow0 in (0..ow_n).step_by(P) {
+        let mut k0 = 0;
+        while k0 < c.g.k {
+            let two = k0 + 2 * L <= c.g.k;
+            let mut tile = [[0.0f32; 2 * L]; P];
+            match level {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the plan checked that this CPU supports the level.
+                SimdLevel::Avx2 | SimdLevel::Avx512 => unsafe {
+                    if two {
+                        tile_avx2::<2>(c, xp, oh, ow0, k0, &mut tile)
+                    } else {
+                        tile_avx2::<1>(c, xp, oh, ow0, k0, &mut tile)
+                    }
+                },
+                _ => tile_portable(c, xp, oh, ow0, k0, if two { 2 } else { 1 }, &mut tile),
+            }
+            store(c, n, oh, ow0, k0, if two { 2 * L } else { L }, &tile);
+            k0 += if two { 2 * L } else { L };
+        }
+    }
+}
+
+/// The base offsets of the tile's pixels (a ragged tile repeats its last pixel; the copies
+/// are not stored) and the slice of `xp` they and every tap stay inside.
+fn pixel_bases(c: &Ctx<'_>, oh: usize, ow0: usize) -> [usize; P] {
+    let ow_n = c.g.w.output;
+    let base = oh * c.g.h.stride * c.pad.row_len();
+    std::array::from_fn(|p| base + (ow0 + p).min(ow_n - 1))
+}
+
+/// Bias, ReLU and the scatter of a `P × width` tile (pixel-major) into NCHW `y`.
+fn store(c: &Ctx<'_>, n: usize, oh: usize, ow0: usize, k0: usize, width: usize, tile: &[[f32; 2 * L]; P]) {
+    let g = c.g;
+    let (ow_n, pixels) = (g.w.output, g.h.output * g.w.output);
+    for (p, lanes) in tile.iter().enumerate().take(ow_n - ow0) {
+        for (kk, &v) in lanes.iter().enumerate().take(width) {
+            let k = k0 + kk;
+            let mut v = v + c.bias.map_or(0.0, |b| b[k]);
+            if c.relu && v < 0.0 {
+                v = 0.0;
+            }
+            // SAFETY: (n, k, oh, ow0 + p) is inside y (k < K, ow0 + p < OW), and each output
+            // belongs to exactly one tile, computed by one task.
+            unsafe { *c.y.get().add((n * g.k + k) * pixels + oh * ow_n + ow0 + p) = v };
+        }
+    }
+}
+
+fn tile_portable(c: &Ctx<'_>, xp: &[f32], oh: usize, ow0: usize, k0: usize, nv: usize, tile: &mut [[f32; 2 * L]; P]) {
+    let bases = pixel_bases(c, oh, ow0);
+    let k = c.g.k;
+    for (t, &off) in c.tap_off.iter().enumerate() {
+        let wrow = &c.wt[t * k + k0..t * k + k0 + nv * L];
+        for (acc, &b) in tile.iter_mut().zip(&bases) {
+            let xv = xp[b + off];
+            for (a, &wv) in acc.iter_mut().zip(wrow) {
+                *a += xv * wv;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn tile_avx2<const NV: usize>(c: &Ctx<'_>, xp: &[f32], oh: usize, ow0: usize, k0: usize, tile: &mut [[f32; 2 * L]; P]) {
+    use std::arch::x86_64::*;
+    let bases = pixel_bases(c, oh, ow0);
+    let k = c.g.k;
+    let reach = c.tap_off.iter().copied().max().unwrap_or(0);
+    // Every read below lies in xs = xp[lo .. hi] and in wt, checked once here.
+    let (lo, hi) = (bases[0], bases[P - 1] + reach + 1);
+    let xs = &xp[lo..hi];
+    let wt = &c.wt[..c.tap_off.len() * k];
+    let rel: [usize; P] = std::array::from_fn(|p| bases[p] - lo);
+    let mut acc = [[_mm256_setzero_ps(); NV]; P];
+    for (t, &off) in c.tap_off.iter().enumerate() {
+        // SAFETY: t·k + k0 + NV·L ≤ (t + 1)·k ≤ wt.len() (k0 + NV·L ≤ k); rel[p] + off ≤
+        // bases[P−1] − lo + reach < xs.len(); AVX2 and FMA are enabled in this function.
+        unsafe {
+            let wv: [__m256; NV] = std::array::from_fn(|v| _mm256_loadu_ps(wt.as_ptr().add(t * k + k0 + v * L)));
+            for p in 0..P {
+                let xv = _mm256_broadcast_ss(&*xs.as_ptr().add(rel[p] + off));
+                for v in 0..NV {
+                    acc[p][v] = _mm256_fmadd_ps(xv, wv[v], acc[p][v]);
+                }
+            }
+        }
+    }
+    for (dst, a) in tile.iter_mut().zip(&acc) {
+        for (v, &lanes) in a.iter().enumerate() {
+            // SAFETY: dst holds 2·L ≥ (v + 1)·L floats; unaligned store.
+            unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(v * L), lanes) };
+        }
+    }
+}
