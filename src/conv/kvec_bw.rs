@@ -123,6 +123,26 @@ struct Args<'a> {
     tap_off: &'a [usize],
 }
 
+/// A block's tap offsets (a short block repeats its first tap) and the farthest of them.
+#[inline(always)]
+fn block_offsets(a: &Args<'_>, taps: &std::ops::Range<usize>) -> ([usize; TB], usize) {
+    let used = taps.len();
+    let offs: [usize; TB] = std::array::from_fn(|i| a.tap_off[taps.start + if i < used { i } else { 0 }]);
+    let reach = offs.iter().copied().max().unwrap_or(0);
+    (offs, reach)
+}
+
+/// Row `oh` of image `n`: the input span every tap of the block reads, and the gradient
+/// rows (pixel-major), each sliced once so the per-pixel reads need no further checks.
+#[inline(always)]
+fn row_slices<'a>(a: &'a Args<'_>, n: usize, oh: usize, reach: usize) -> (&'a [f32], &'a [f32]) {
+    let g = a.g;
+    let (oh_n, ow_n) = (g.h.output, g.w.output);
+    let start = n * a.cplane + oh * g.h.stride * a.pad.row_len();
+    let d0 = (n * oh_n + oh) * ow_n * a.kp;
+    (&a.xp[start..start + ow_n + reach], &a.dyt[d0..d0 + ow_n * a.kp])
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn tile_fma(a: &Args<'_>, taps: std::ops::Range<usize>, k0: usize, tile: &mut [[f32; 2 * L]; TB]) {
@@ -139,21 +159,12 @@ fn tile_fma(a: &Args<'_>, taps: std::ops::Range<usize>, k0: usize, tile: &mut [[
 #[target_feature(enable = "avx2,fma")]
 fn tile_avx2<const NV: usize>(a: &Args<'_>, taps: std::ops::Range<usize>, k0: usize, tile: &mut [[f32; 2 * L]; TB]) {
     use std::arch::x86_64::*;
-    let g = a.g;
-    let used = taps.len();
-    let offs: [usize; TB] = std::array::from_fn(|i| a.tap_off[taps.start + if i < used { i } else { 0 }]);
-    let (oh_n, ow_n) = (g.h.output, g.w.output);
-    let pixels = oh_n * ow_n;
-    let row_step = g.h.stride * a.pad.row_len();
-    let reach = offs.iter().copied().max().unwrap_or(0);
+    let (offs, reach) = block_offsets(a, &taps);
     let mut acc = [[_mm256_setzero_ps(); NV]; TB];
-    for n in 0..g.n {
-        let xb = &a.xp[n * a.cplane..];
-        let db = &a.dyt[n * pixels * a.kp..(n + 1) * pixels * a.kp];
-        for oh in 0..oh_n {
-            let xrow = &xb[oh * row_step..oh * row_step + ow_n + reach];
-            let drow = &db[oh * ow_n * a.kp..(oh + 1) * ow_n * a.kp];
-            for ow in 0..ow_n {
+    for n in 0..a.g.n {
+        for oh in 0..a.g.h.output {
+            let (xrow, drow) = row_slices(a, n, oh, reach);
+            for ow in 0..a.g.w.output {
                 let at = ow * a.kp + k0;
                 // SAFETY: at + NV·L ≤ ow_n·kp = drow.len() (k0 + NV·L ≤ kp), and
                 // ow + offs[ti] < ow_n + reach = xrow.len(); AVX2/FMA are enabled here.
@@ -198,22 +209,12 @@ fn tile_sum<const FMA: bool, const NV: usize>(
     tile: &mut [[f32; 2 * L]; TB],
 ) {
     let madd = |p: f32, q: f32, acc: f32| if FMA { p.mul_add(q, acc) } else { p * q + acc };
-    let g = a.g;
-    let used = taps.len();
-    let offs: [usize; TB] = std::array::from_fn(|i| a.tap_off[taps.start + if i < used { i } else { 0 }]);
-    let (oh_n, ow_n) = (g.h.output, g.w.output);
-    let pixels = oh_n * ow_n;
-    let row_step = g.h.stride * a.pad.row_len();
-    let reach = offs.iter().copied().max().unwrap_or(0);
+    let (offs, reach) = block_offsets(a, &taps);
     let mut acc = [[[0.0f32; L]; NV]; TB];
-    for n in 0..g.n {
-        let xb = &a.xp[n * a.cplane..];
-        let db = &a.dyt[n * pixels * a.kp..(n + 1) * pixels * a.kp];
-        for oh in 0..oh_n {
-            // Every read of this row lies in xrow / drow, so the checks below are hoisted.
-            let xrow = &xb[oh * row_step..oh * row_step + ow_n + reach];
-            let drow = &db[oh * ow_n * a.kp..(oh + 1) * ow_n * a.kp];
-            for ow in 0..ow_n {
+    for n in 0..a.g.n {
+        for oh in 0..a.g.h.output {
+            let (xrow, drow) = row_slices(a, n, oh, reach);
+            for ow in 0..a.g.w.output {
                 let xs: [f32; TB] = std::array::from_fn(|ti| xrow[ow + offs[ti]]);
                 let at = ow * a.kp + k0;
                 let dv: [[f32; L]; NV] = std::array::from_fn(|v| {
