@@ -236,10 +236,7 @@ fn weight_images(
             with_scratch(cg * pad.plane(), |xp| {
                 pad.fill(g, xg, cg, xp);
                 with_index_scratch(crs_len, |tap_off| {
-                    for (t, o) in tap_off.iter_mut().enumerate() {
-                        let (c, r, s) = (t / (g.h.kernel * g.w.kernel), (t / g.w.kernel) % g.h.kernel, t % g.w.kernel);
-                        *o = pad.tap_offset(g, c, r, s);
-                    }
+                    pad.tap_offsets(g, tap_off);
                     let a = Im2colTaps { xp, pad: &pad, tap_off, geo: g };
                     let prob = Problem {
                         m: crs_len,

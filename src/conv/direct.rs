@@ -126,10 +126,7 @@ fn block<const KB: usize>(ctx: &Ctx<'_>, pad: &Padded, xp: &[f32], job: Job, lev
             }
         }
         with_index_scratch(taps, |off| {
-            for (t, o) in off.iter_mut().enumerate() {
-                let (c, r, s) = (t / (r_n * s_n), (t / s_n) % r_n, t % s_n);
-                *o = pad.tap_offset(g, c, r, s);
-            }
+            pad.tap_offsets(g, off);
             let args = kernels::Taps { count: taps, off, w: wpack, bias, relu: ctx.relu };
             for oh in job.oh0..job.oh1 {
                 let row_base = oh * g.h.stride * pad.row_len();

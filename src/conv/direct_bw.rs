@@ -64,10 +64,7 @@ fn channel(plan: &Conv2dPlan, x: &[f32], dy: &[f32], k: usize, out: &mut [f32]) 
         xp[cg * pad.plane()..].fill(0.0);
         with_scratch2(span, |dyp| {
             with_index_scratch(out.len(), |tap_off| {
-                for (t, o) in tap_off.iter_mut().enumerate() {
-                    let (c, r, s) = (t / (g.h.kernel * g.w.kernel), (t / g.w.kernel) % g.h.kernel, t % g.w.kernel);
-                    *o = pad.tap_offset(g, c, r, s);
-                }
+                pad.tap_offsets(g, tap_off);
                 for n in 0..g.n {
                     let xg = &x[(n * g.c + grp * cg) * plane_in..(n * g.c + (grp + 1) * cg) * plane_in];
                     pad.fill(g, xg, cg, xp);

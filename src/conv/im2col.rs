@@ -18,13 +18,6 @@ use crate::gemm::{engine, run_problem, CPtr, Operand, PackSource, Problem};
 use crate::geometry::Conv2dGeometry;
 use crate::parallel::{for_each_part, Parallelism, SharedMut};
 
-/// Splits a flat `(c, r, s)` index.
-#[inline(always)]
-fn crs(geo: &Conv2dGeometry, j: usize) -> (usize, usize, usize) {
-    let (r_s, s) = (geo.h.kernel * geo.w.kernel, geo.w.kernel);
-    (j / r_s, (j % r_s) / s, j % s)
-}
-
 /// `Colᵀ` of one image and group: row `i` = output pixel `(i / OW, i % OW)`, column `j` =
 /// tap `(c, r, s)`, read from the group's [`Padded`] copy `xp`: pixel `(oh, ow)` at tap `t`
 /// is `xp[oh·sh·row_len + ow + tap_off[t]]`, so the pixels of one output row are
@@ -246,10 +239,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
         with_scratch(cg * pad.plane(), |xp| {
             pad.fill(g, xg, cg, xp);
             with_index_scratch(crs_len, |tap_off| {
-                for (t, o) in tap_off.iter_mut().enumerate() {
-                    let (c, r, s) = crs(g, t);
-                    *o = pad.tap_offset(g, c, r, s);
-                }
+                pad.tap_offsets(g, tap_off);
                 run(&Im2colRows { xp, pad: &pad, tap_off, geo: g, image_stride: 0 });
             });
         });
@@ -292,10 +282,7 @@ fn forward_batched(
                 pad.fill(g, xg, cg, &mut xp[n * image_stride..(n + 1) * image_stride]);
             }
             with_index_scratch(crs_len, |tap_off| {
-                for (t, o) in tap_off.iter_mut().enumerate() {
-                    let (c, r, s) = crs(g, t);
-                    *o = pad.tap_offset(g, c, r, s);
-                }
+                pad.tap_offsets(g, tap_off);
                 with_scratch2(kg * rows, |t| {
                     let a = Im2colRows { xp, pad, tap_off, geo: g, image_stride };
                     let wg = Operand { data: &w[grp * kg * crs_len..(grp + 1) * kg * crs_len], rs: crs_len, cs: 1 };

@@ -75,10 +75,7 @@ pub(super) fn weight(plan: &Conv2dPlan, x: &[f32], dy: &[f32], dw: &mut [f32]) {
                 }
             }
             with_index_scratch(crs, |tap_off| {
-                for (t, o) in tap_off.iter_mut().enumerate() {
-                    let (c, r, s) = (t / (g.h.kernel * g.w.kernel), (t / g.w.kernel) % g.h.kernel, t % g.w.kernel);
-                    *o = pad.tap_offset(g, c, r, s);
-                }
+                pad.tap_offsets(g, tap_off);
                 let args = Args { g, pad: &pad, xp, cplane, dyt, kp, tap_off };
                 let out = SharedMut::new(dw);
                 let blocks = crs.div_ceil(TB);

@@ -57,10 +57,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
         }
         let wt: &[f32] = wt;
         with_index_scratch(crs, |tap_off| {
-            for (t, o) in tap_off.iter_mut().enumerate() {
-                let (c, r, s) = (t / (g.h.kernel * g.w.kernel), (t / g.w.kernel) % g.h.kernel, t % g.w.kernel);
-                *o = pad.tap_offset(g, c, r, s);
-            }
+            pad.tap_offsets(g, tap_off);
             let ctx = Ctx { g, pad: &pad, wt, tap_off, bias, relu, y: SharedMut::new(y) };
             let image = |n: usize| {
                 with_scratch(g.c * pad.plane(), |xp| {

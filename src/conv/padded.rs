@@ -44,6 +44,16 @@ impl Padded {
         c * self.plane() + r * g.h.dilation * self.row_len() + (col % self.phases) * self.wq + col / self.phases
     }
 
+    /// `out[t]` = the offset of tap `t` of the flattened `(c, r, s)` reduction, for every
+    /// `t < out.len()` (the layout im2col, the direct backward-weight paths and the
+    /// channel-vectorised kernels all index by).
+    pub fn tap_offsets(&self, g: &Conv2dGeometry, out: &mut [usize]) {
+        let (r_n, s_n) = (g.h.kernel, g.w.kernel);
+        for (t, o) in out.iter_mut().enumerate() {
+            *o = self.tap_offset(g, t / (r_n * s_n), (t / s_n) % r_n, t % s_n);
+        }
+    }
+
     /// Copies `channels` planes of `x` (each `H × W`) into `buf`, padding zeroed.
     pub fn fill(&self, g: &Conv2dGeometry, x: &[f32], channels: usize, buf: &mut [f32]) {
         let (h, w) = (&g.h, &g.w);
