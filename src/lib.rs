@@ -15,6 +15,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod augment;
+mod buffers;
 pub mod check;
 pub mod conv;
 pub mod data;

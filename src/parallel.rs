@@ -30,12 +30,57 @@ impl Parallelism {
             return 1;
         }
         let pool = rayon::current_num_threads().max(1);
+        let pool = match BUDGET.get() {
+            0 => pool,
+            budget => pool.min(budget),
+        };
         match self {
             Parallelism::Auto => pool,
             Parallelism::Sequential => 1,
             Parallelism::Threads(t) => t.clamp(1, pool),
         }
     }
+}
+
+thread_local! {
+    /// Threads a kernel on this thread may use (0: the whole pool). Set while this thread
+    /// runs one of several shards that already occupy the pool, so kernels inside a shard
+    /// do not fork again.
+    static BUDGET: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` with kernels on this thread limited to `threads` threads.
+fn with_budget<R>(threads: usize, f: impl FnOnce() -> R) -> R {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BUDGET.set(self.0);
+        }
+    }
+    let _restore = Restore(BUDGET.replace(threads.max(1)));
+    f()
+}
+
+/// The threads each of `parts` concurrent shards may give its kernels.
+fn shard_budget(parts: usize) -> usize {
+    let pool = match BUDGET.get() {
+        0 => rayon::current_num_threads(),
+        budget => budget,
+    };
+    (pool / parts.max(1)).max(1)
+}
+
+/// `f(i, &mut items[i])` for every item, in parallel (one rayon task per item), results in
+/// item order. Kernels inside `f` share the pool's threads among the items (with two
+/// threads and two items, each runs on its own thread without forking again). Results do
+/// not depend on the thread count as long as `f`'s do not.
+pub(crate) fn map_shards<T: Send, R: Send>(items: &mut [T], f: impl Fn(usize, &mut T) -> R + Sync + Send) -> Vec<R> {
+    use rayon::prelude::*;
+    let budget = shard_budget(items.len());
+    if items.len() <= 1 || rayon::current_num_threads() <= 1 || BUDGET.get() == 1 {
+        return items.iter_mut().enumerate().map(|(i, t)| with_budget(budget, || f(i, t))).collect();
+    }
+    items.par_iter_mut().enumerate().map(|(i, t)| with_budget(budget, || f(i, t))).collect()
 }
 
 /// Runs `f(part)` for every `part` in `0..parts`, in parallel when `parts > 1`.

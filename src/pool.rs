@@ -20,7 +20,7 @@ pub fn max_pool2d(x: &Tensor, p: &Pool2dParams) -> Result<(Tensor, Vec<u32>)> {
     if x.len() > u32::MAX as usize {
         return Err(crate::Error::overflow("max_pool2d input index (more than 2³² elements)"));
     }
-    let mut y = Tensor::zeros(&g.output_shape())?;
+    let mut y = Tensor::for_overwrite(&g.output_shape())?;
     let mut arg = vec![0u32; y.len()];
     let (plane_in, plane_out) = (g.h.input * g.w.input, g.h.output * g.w.output);
     let (ys, args) = (SharedMut::new(y.data_mut()), SharedMutU32(arg.as_mut_ptr()));
@@ -120,7 +120,7 @@ pub fn max_pool2d_values(x: &Tensor, p: &Pool2dParams) -> Result<Tensor> {
     if !unpadded {
         return Ok(max_pool2d(x, p)?.0);
     }
-    let mut y = Tensor::zeros(&g.output_shape())?;
+    let mut y = Tensor::for_overwrite(&g.output_shape())?;
     let (plane_in, plane_out) = (g.h.input * g.w.input, g.h.output * g.w.output);
     let (kh, kw, sh, sw, w_in, ow_n) = (g.h.kernel, g.w.kernel, g.h.stride, g.w.stride, g.w.input, g.w.output);
     let ys = SharedMut::new(y.data_mut());
@@ -184,7 +184,7 @@ pub fn max_pool2d_backward(grad_out: &Tensor, argmax: &[u32], input_shape: &[usi
 /// Geometry errors of [`Pool2dGeometry::new`].
 pub fn avg_pool2d(x: &Tensor, p: &Pool2dParams) -> Result<Tensor> {
     let g = Pool2dGeometry::new(x.shape(), p)?;
-    let mut y = Tensor::zeros(&g.output_shape())?;
+    let mut y = Tensor::for_overwrite(&g.output_shape())?;
     let (plane_in, plane_out) = (g.h.input * g.w.input, g.h.output * g.w.output);
     let ys = SharedMut::new(y.data_mut());
     planes(&g, |first, count| {

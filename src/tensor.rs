@@ -5,11 +5,29 @@
 
 use crate::error::{checked_product, Error, Result};
 
+pub use crate::buffers::{cached_bytes, release_cached_buffers};
+
 /// An owned, dense, row-major `f32` tensor of rank 1 to 4.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Large element buffers (64 KiB and up) go back to a bounded cache when a tensor is
+/// dropped and are reused by later tensors, so a training loop does not pay the system
+/// allocator's fresh pages on every step ([`release_cached_buffers`] empties the cache).
+#[derive(Debug, PartialEq)]
 pub struct Tensor {
     data: Vec<f32>,
     shape: Vec<usize>,
+}
+
+impl Clone for Tensor {
+    fn clone(&self) -> Self {
+        Tensor { data: crate::buffers::copied(&self.data), shape: self.shape.clone() }
+    }
+}
+
+impl Drop for Tensor {
+    fn drop(&mut self) {
+        crate::buffers::give(std::mem::take(&mut self.data));
+    }
 }
 
 /// A borrowed, read-only view of a dense tensor (cheap to copy).
@@ -70,10 +88,21 @@ impl Tensor {
             return Err(Error::overflow("tensor byte size"));
         }
         // An allocation the system refuses is an error, not an abort.
-        let mut data = Vec::new();
-        data.try_reserve_exact(n)
-            .map_err(|_| Error::overflow(format!("tensor of {n} elements ({shape:?}): the allocation was refused")))?;
-        data.resize(n, 0.0);
+        let data = crate::buffers::try_zeroed(n)
+            .map_err(|()| Error::overflow(format!("tensor of {n} elements ({shape:?}): the allocation was refused")))?;
+        Tensor::new(data, shape)
+    }
+
+    /// A tensor whose every element the caller is about to overwrite: its values are
+    /// unspecified (reused memory is not zeroed first; NaN in debug builds, so a kernel
+    /// that misses a cell fails its tests).
+    pub(crate) fn for_overwrite(shape: &[usize]) -> Result<Self> {
+        let n = checked_product(shape, "tensor element count")?;
+        if n.checked_mul(std::mem::size_of::<f32>()).is_none_or(|b| b > isize::MAX as usize) {
+            return Err(Error::overflow("tensor byte size"));
+        }
+        let data = crate::buffers::try_dirty(n)
+            .map_err(|()| Error::overflow(format!("tensor of {n} elements ({shape:?}): the allocation was refused")))?;
         Tensor::new(data, shape)
     }
 
@@ -103,8 +132,8 @@ impl Tensor {
     }
 
     /// Gives back the element buffer.
-    pub fn into_vec(self) -> Vec<f32> {
-        self.data
+    pub fn into_vec(mut self) -> Vec<f32> {
+        std::mem::take(&mut self.data)
     }
 
     /// Number of elements.
@@ -121,9 +150,9 @@ impl Tensor {
     ///
     /// # Errors
     /// As [`Tensor::new`].
-    pub fn reshape(self, shape: &[usize]) -> Result<Self> {
+    pub fn reshape(mut self, shape: &[usize]) -> Result<Self> {
         validate(shape, self.data.len(), "reshape")?;
-        Ok(Tensor { data: self.data, shape: shape.to_vec() })
+        Ok(Tensor { data: std::mem::take(&mut self.data), shape: shape.to_vec() })
     }
 
     /// A borrowed view.

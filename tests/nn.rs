@@ -246,3 +246,130 @@ fn backward_params_fills_the_same_gradients_as_backward() {
     let mut fresh = lenet5(Activation::Relu, Pooling::Max, 4).unwrap();
     assert!(fresh.backward_params(&g).is_err());
 }
+
+/// Layer by layer on the whole batch, bypassing `Sequential`'s shards and fusions: the
+/// output, the input gradient and every parameter gradient.
+fn whole_batch(model: &mut Sequential, x: &Tensor, g: &Tensor) -> (Tensor, Tensor, Vec<Tensor>) {
+    let layers = model.layers_mut();
+    let mut h = x.clone();
+    for l in layers.iter_mut() {
+        h = l.forward(&h, true).unwrap();
+    }
+    let mut d = g.clone();
+    for l in layers.iter_mut().rev() {
+        d = l.backward(&d).unwrap();
+    }
+    let grads = model.params().iter().map(|p| p.grad.clone()).collect();
+    (h, d, grads)
+}
+
+fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    let scale = want.data().iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    let diff = got.max_abs_diff(want).unwrap();
+    assert!(diff <= 1e-4 * scale, "{what}: max difference {diff} at scale {scale}");
+}
+
+#[test]
+fn sharded_batches_give_the_whole_batch_gradients() {
+    // 70 samples: three shards of 23, 23 and 24, run on replicas side by side.
+    let build = || -> Vec<Box<dyn Layer>> {
+        vec![
+            Box::new(Conv2d::new(2, 4, 3, 1, 11)),
+            Box::new(Tanh::default()),
+            Box::new(AvgPool2d::new(2)),
+            Box::new(Conv2d::new(4, 6, 3, 0, 12)),
+            Box::new(Relu::default()),
+            Box::new(MaxPool2d::new(2)),
+            Box::new(Flatten::default()),
+            Box::new(Dense::new(6 * 2 * 2, 9, 13)),
+            Box::new(Sigmoid::default()),
+            Box::new(Dense::new(9, 5, 14)),
+            Box::new(Softmax::default()),
+        ]
+    };
+    let x = data(&[70, 2, 12, 12], 5);
+    let g = data(&[70, 5], 6);
+    for threads in [1, 2] {
+        let mut sharded = Sequential::new(&[2, 12, 12], build()).unwrap();
+        let (y, dx, grads) = with_threads(threads, || {
+            let y = sharded.forward(&x, true).unwrap();
+            let dx = sharded.backward(&g).unwrap();
+            (y, dx, sharded.params().iter().map(|p| p.grad.clone()).collect::<Vec<_>>())
+        });
+        let mut whole = Sequential::new(&[2, 12, 12], build()).unwrap();
+        let (wy, wdx, wgrads) = whole_batch(&mut whole, &x, &g);
+        assert_close("output", &y, &wy);
+        assert_close("input gradient", &dx, &wdx);
+        assert_eq!(grads.len(), wgrads.len());
+        for (i, (a, b)) in grads.iter().zip(&wgrads).enumerate() {
+            assert_close(&format!("parameter gradient {i}"), a, b);
+        }
+        // The optimiser sees the summed gradients; a second step starts from the updated
+        // parameters (the replicas are refreshed before every forward pass).
+        for p in sharded.params() {
+            p.value.data_mut().iter_mut().zip(p.grad.data()).for_each(|(w, g)| *w -= 0.1 * g);
+        }
+        for p in whole.params() {
+            p.value.data_mut().iter_mut().zip(p.grad.data()).for_each(|(w, g)| *w -= 0.1 * g);
+        }
+        let y2 = with_threads(threads, || sharded.forward(&x, true).unwrap());
+        let (wy2, _, _) = whole_batch(&mut whole, &x, &g);
+        assert_close("output after a step", &y2, &wy2);
+        // A gradient whose batch differs from the forward pass's is an error.
+        assert!(matches!(sharded.backward(&data(&[69, 5], 1)), Err(Error::Shape { .. })));
+    }
+}
+
+#[test]
+fn sharded_inference_and_fused_relu_match_layer_by_layer() {
+    let model = lenet5(Activation::Relu, Pooling::Max, 9).unwrap();
+    let x = data(&[75, 1, 28, 28], 8);
+    let mut h = x.clone();
+    for l in model.layers() {
+        h = l.infer(&h).unwrap();
+    }
+    let y = model.infer(&x).unwrap();
+    assert_close("sharded, fused inference", &y, &h);
+    // One sample alone gives its row of the batch.
+    let one = Tensor::new(x.data()[40 * 784..41 * 784].to_vec(), &[1, 1, 28, 28]).unwrap();
+    let y1 = model.infer(&one).unwrap();
+    assert_close("sample 40 alone", &y1, &Tensor::new(y.data()[400..410].to_vec(), &[1, 10]).unwrap());
+}
+
+#[test]
+fn sharded_training_with_dropout_is_identical_on_one_two_and_three_threads() {
+    let run = |threads: usize| -> Vec<u32> {
+        let mut model = Sequential::new(
+            &[1, 12, 12],
+            vec![
+                Box::new(Conv2d::new(1, 4, 3, 1, 21)),
+                Box::new(Relu::default()),
+                Box::new(Dropout::new(0.3, 22).unwrap()),
+                Box::new(Flatten::default()),
+                Box::new(Dense::new(4 * 144, 10, 23)),
+            ],
+        )
+        .unwrap();
+        let x = data(&[200, 1, 12, 12], 3);
+        let labels: Vec<usize> = (0..200).map(|i| (i * 7) % 10).collect();
+        let cfg = FitConfig {
+            epochs: 2,
+            batch_size: 70,
+            schedule: LrSchedule::Constant(1e-2),
+            seed: 5,
+            validation: 0.0,
+            patience: None,
+            augment: None,
+        };
+        with_threads(threads, || fit(&mut model, &mut Adam::default(), &x, &labels, &cfg, &mut |_| {}).unwrap());
+        model
+            .named_params()
+            .iter()
+            .flat_map(|(_, t)| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+            .collect()
+    };
+    let one = run(1);
+    assert!(one == run(2), "1 vs 2 threads");
+    assert!(one == run(3), "1 vs 3 threads");
+}

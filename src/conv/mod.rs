@@ -223,7 +223,7 @@ impl Conv2dPlan {
     /// # Errors
     /// Tensors whose shapes differ from the plan's.
     pub fn forward(&self, input: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let mut out = Tensor::zeros(&self.geo.output_shape())?;
+        let mut out = Tensor::for_overwrite(&self.geo.output_shape())?;
         self.forward_into(input, weight, bias, false, &mut out)?;
         Ok(out)
     }

@@ -87,6 +87,22 @@ impl Conv2d {
         &self.weight
     }
 
+    /// The forward pass through the cached plan (or a fresh one for another shape), with
+    /// ReLU fused if asked.
+    fn run_forward(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let fresh;
+        let plan = match &self.plan {
+            Some((s, p)) if s == x.shape() => p,
+            _ => {
+                fresh = Conv2dPlan::new(x.shape(), self.weight.shape(), &self.params, &self.opts)?;
+                &fresh
+            }
+        };
+        let mut y = Tensor::for_overwrite(&plan.geometry().output_shape())?;
+        plan.forward_into(x, &self.weight, self.bias.as_ref(), relu, &mut y)?;
+        Ok(y)
+    }
+
     /// Makes sure the cached plan is for `shape`.
     fn ensure_plan(&mut self, shape: &[usize]) -> Result<()> {
         if self.plan.as_ref().is_none_or(|(s, _)| s != shape) {
@@ -116,17 +132,11 @@ impl Layer for Conv2d {
     }
 
     fn infer(&self, x: &Tensor) -> Result<Tensor> {
-        let fresh;
-        let plan = match &self.plan {
-            Some((s, p)) if s == x.shape() => p,
-            _ => {
-                fresh = Conv2dPlan::new(x.shape(), self.weight.shape(), &self.params, &self.opts)?;
-                &fresh
-            }
-        };
-        let mut y = Tensor::zeros(&plan.geometry().output_shape())?;
-        plan.forward_into(x, &self.weight, self.bias.as_ref(), false, &mut y)?;
-        Ok(y)
+        self.run_forward(x, false)
+    }
+
+    fn infer_relu(&self, x: &Tensor) -> Option<Result<Tensor>> {
+        Some(self.run_forward(x, true))
     }
 
     fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
@@ -153,11 +163,28 @@ impl Layer for Conv2d {
     }
 
     fn params(&mut self) -> Vec<Param<'_>> {
-        let mut v = vec![Param { name: "weight", value: &mut self.weight, grad: &self.grad_w, decay: true }];
-        if let (Some(b), Some(gb)) = (&mut self.bias, &self.grad_b) {
+        let mut v = vec![Param { name: "weight", value: &mut self.weight, grad: &mut self.grad_w, decay: true }];
+        if let (Some(b), Some(gb)) = (&mut self.bias, &mut self.grad_b) {
             v.push(Param { name: "bias", value: b, grad: gb, decay: false });
         }
         v
+    }
+
+    fn per_sample(&self) -> bool {
+        true
+    }
+
+    fn replicate(&self, _index: usize) -> Option<Box<dyn Layer>> {
+        Some(Box::new(Conv2d {
+            weight: self.weight.clone(),
+            bias: self.bias.clone(),
+            grad_w: self.grad_w.clone(),
+            grad_b: self.grad_b.clone(),
+            params: self.params,
+            opts: self.opts,
+            plan: None,
+            input: None,
+        }))
     }
 }
 
@@ -208,6 +235,22 @@ impl Dense {
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
+
+    /// `x·Wᵀ + b`, then ReLU if asked (fused into the GEMM's epilogue).
+    fn run_forward(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let [n, o] = self.output_shape(x.shape())?[..] else {
+            return Err(Error::shape("dense output", "2-D", &[]));
+        };
+        let i = x.shape()[1];
+        let mut y = Tensor::for_overwrite(&[n, o])?;
+        gemm(
+            MatRef::row_major(x.data(), n, i)?,
+            MatRef::row_major(self.weight.data(), o, i)?.t(),
+            MatMut::row_major(y.data_mut(), n, o)?,
+            &GemmParams::default().bias(Bias::PerCol(self.bias.data())).relu(relu),
+        )?;
+        Ok(y)
+    }
 }
 
 impl Layer for Dense {
@@ -231,18 +274,11 @@ impl Layer for Dense {
     }
 
     fn infer(&self, x: &Tensor) -> Result<Tensor> {
-        let [n, o] = self.output_shape(x.shape())?[..] else {
-            return Err(Error::shape("dense output", "2-D", &[]));
-        };
-        let i = x.shape()[1];
-        let mut y = Tensor::zeros(&[n, o])?;
-        gemm(
-            MatRef::row_major(x.data(), n, i)?,
-            MatRef::row_major(self.weight.data(), o, i)?.t(),
-            MatMut::row_major(y.data_mut(), n, o)?,
-            &GemmParams::default().bias(Bias::PerCol(self.bias.data())),
-        )?;
-        Ok(y)
+        self.run_forward(x, false)
+    }
+
+    fn infer_relu(&self, x: &Tensor) -> Option<Result<Tensor>> {
+        Some(self.run_forward(x, true))
     }
 
     fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
@@ -250,7 +286,7 @@ impl Layer for Dense {
         let [o, i] = self.weight.dims2("dense weight")?;
         let n = dy.shape()[0];
         // dx = dy·W.
-        let mut dx = Tensor::zeros(&[n, i])?;
+        let mut dx = Tensor::for_overwrite(&[n, i])?;
         gemm(
             MatRef::row_major(dy.data(), n, o)?,
             MatRef::row_major(self.weight.data(), o, i)?,
@@ -286,9 +322,23 @@ impl Layer for Dense {
 
     fn params(&mut self) -> Vec<Param<'_>> {
         vec![
-            Param { name: "weight", value: &mut self.weight, grad: &self.grad_w, decay: true },
-            Param { name: "bias", value: &mut self.bias, grad: &self.grad_b, decay: false },
+            Param { name: "weight", value: &mut self.weight, grad: &mut self.grad_w, decay: true },
+            Param { name: "bias", value: &mut self.bias, grad: &mut self.grad_b, decay: false },
         ]
+    }
+
+    fn per_sample(&self) -> bool {
+        true
+    }
+
+    fn replicate(&self, _index: usize) -> Option<Box<dyn Layer>> {
+        Some(Box::new(Dense {
+            weight: self.weight.clone(),
+            bias: self.bias.clone(),
+            grad_w: self.grad_w.clone(),
+            grad_b: self.grad_b.clone(),
+            input: None,
+        }))
     }
 }
 
@@ -310,6 +360,12 @@ impl MaxPool2d {
 }
 
 impl Layer for MaxPool2d {
+    fn per_sample(&self) -> bool {
+        true
+    }
+    fn replicate(&self, _index: usize) -> Option<Box<dyn Layer>> {
+        Some(Box::new(MaxPool2d::with(self.params)))
+    }
     fn describe(&self) -> String {
         format!("MaxPool2d({}×{})", self.params.kernel.0, self.params.kernel.1)
     }
@@ -352,6 +408,12 @@ impl AvgPool2d {
 }
 
 impl Layer for AvgPool2d {
+    fn per_sample(&self) -> bool {
+        true
+    }
+    fn replicate(&self, _index: usize) -> Option<Box<dyn Layer>> {
+        Some(Box::new(AvgPool2d::with(self.params)))
+    }
     fn describe(&self) -> String {
         format!("AvgPool2d({}×{})", self.params.kernel.0, self.params.kernel.1)
     }
@@ -378,6 +440,12 @@ pub struct GlobalAvgPool {
 }
 
 impl Layer for GlobalAvgPool {
+    fn per_sample(&self) -> bool {
+        true
+    }
+    fn replicate(&self, _index: usize) -> Option<Box<dyn Layer>> {
+        Some(Box::new(GlobalAvgPool::default()))
+    }
     fn describe(&self) -> String {
         "GlobalAvgPool".into()
     }
@@ -415,6 +483,12 @@ pub struct Flatten {
 }
 
 impl Layer for Flatten {
+    fn per_sample(&self) -> bool {
+        true
+    }
+    fn replicate(&self, _index: usize) -> Option<Box<dyn Layer>> {
+        Some(Box::new(Flatten::default()))
+    }
     fn describe(&self) -> String {
         "Flatten".into()
     }
@@ -442,7 +516,7 @@ impl Layer for Flatten {
 /// computed the same way whatever the split).
 fn par_map(src: &[f32], f: impl Fn(usize, f32) -> f32 + Sync + Send) -> Vec<f32> {
     const CHUNK: usize = 1 << 14;
-    let mut out = vec![0.0f32; src.len()];
+    let mut out = crate::buffers::dirty(src.len());
     let threads = crate::parallel::Parallelism::Auto.threads_for(8.0 * src.len() as f64);
     if threads > 1 && src.len() > CHUNK {
         let ptr = crate::parallel::SharedMut::new(&mut out);
@@ -462,7 +536,7 @@ fn par_map(src: &[f32], f: impl Fn(usize, f32) -> f32 + Sync + Send) -> Vec<f32>
 /// Element-wise layers share this: forward `y = f(x)`, backward `dx = dy · f'` written in
 /// terms of the cached output `y` alone (ReLU: `y > 0` exactly when `x > 0`).
 macro_rules! elementwise {
-    ($(#[$doc:meta])* $name:ident, $label:literal, |$x:ident| $f:expr, |$yc:ident, $g:ident| $df:expr) => {
+    ($(#[$doc:meta])* $name:ident, $label:literal, relu $is_relu:literal, |$x:ident| $f:expr, |$yc:ident, $g:ident| $df:expr) => {
         $(#[$doc])*
         #[derive(Default)]
         pub struct $name {
@@ -470,6 +544,15 @@ macro_rules! elementwise {
         }
 
         impl Layer for $name {
+            fn per_sample(&self) -> bool {
+                true
+            }
+            fn replicate(&self, _index: usize) -> Option<Box<dyn Layer>> {
+                Some(Box::new($name::default()))
+            }
+            fn is_relu(&self) -> bool {
+                $is_relu
+            }
             fn describe(&self) -> String {
                 $label.into()
             }
@@ -496,17 +579,17 @@ macro_rules! elementwise {
 
 elementwise!(
     /// `max(x, 0)` (NaN propagates); derivative 0 at 0.
-    Relu, "ReLU", |x| if x < 0.0 { 0.0 } else { x }, |y, g| if y > 0.0 { g } else { 0.0 }
+    Relu, "ReLU", relu true, |x| if x < 0.0 { 0.0 } else { x }, |y, g| if y > 0.0 { g } else { 0.0 }
 );
 elementwise!(
     /// `1 / (1 + e^−x)`, computed without overflow.
-    Sigmoid, "Sigmoid",
+    Sigmoid, "Sigmoid", relu false,
     |x| if x >= 0.0 { 1.0 / (1.0 + (-x).exp()) } else { let e = x.exp(); e / (1.0 + e) },
     |y, g| g * y * (1.0 - y)
 );
 elementwise!(
     /// `tanh(x)`.
-    Tanh, "Tanh", |x| x.tanh(), |y, g| g * (1.0 - y * y)
+    Tanh, "Tanh", relu false, |x| x.tanh(), |y, g| g * (1.0 - y * y)
 );
 
 /// Row-wise softmax of `[N, classes]` (stable); backward is the Jacobian-vector product.
@@ -518,6 +601,12 @@ pub struct Softmax {
 }
 
 impl Layer for Softmax {
+    fn per_sample(&self) -> bool {
+        true
+    }
+    fn replicate(&self, _index: usize) -> Option<Box<dyn Layer>> {
+        Some(Box::new(Softmax::default()))
+    }
     fn describe(&self) -> String {
         "Softmax".into()
     }
@@ -560,6 +649,7 @@ impl Layer for Softmax {
 /// by `1/(1−p)`; in inference, the identity. The mask comes from a seeded generator.
 pub struct Dropout {
     p: f32,
+    seed: u64,
     rng: StdRng,
     mask: Option<Vec<f32>>,
 }
@@ -573,11 +663,20 @@ impl Dropout {
         if !(0.0..1.0).contains(&p) {
             return Err(Error::param("dropout probability", p, "must be in [0, 1)"));
         }
-        Ok(Dropout { p, rng: StdRng::seed_from_u64(seed), mask: None })
+        Ok(Dropout { p, seed, rng: StdRng::seed_from_u64(seed), mask: None })
     }
 }
 
 impl Layer for Dropout {
+    fn per_sample(&self) -> bool {
+        true
+    }
+    /// Replica `index` draws its masks from its own generator, seeded from this layer's
+    /// seed and `index`.
+    fn replicate(&self, index: usize) -> Option<Box<dyn Layer>> {
+        let seed = self.seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Some(Box::new(Dropout { p: self.p, seed, rng: StdRng::seed_from_u64(seed), mask: None }))
+    }
     fn describe(&self) -> String {
         format!("Dropout({})", self.p)
     }

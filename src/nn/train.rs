@@ -114,7 +114,7 @@ pub struct Progress {
 /// Images `idx` of `images` as one batch tensor.
 fn gather(images: &Tensor, idx: &[usize]) -> Result<Tensor> {
     let per: usize = images.shape()[1..].iter().product();
-    let mut data = Vec::with_capacity(idx.len() * per);
+    let mut data = crate::buffers::with_capacity(idx.len() * per);
     for &i in idx {
         data.extend_from_slice(&images.data()[i * per..(i + 1) * per]);
     }
