@@ -37,14 +37,20 @@ impl Optimizer for Sgd {
             }
             let v = &mut self.velocity[i];
             let decay = if p.decay { self.weight_decay } else { 0.0 };
-            for ((w, &g), vi) in p.value.data_mut().iter_mut().zip(p.grad.data()).zip(v.iter_mut()) {
-                let g = g + decay * *w;
-                if self.momentum == 0.0 {
-                    *w -= lr * g;
-                    continue;
-                }
-                *vi = self.momentum * *vi + g;
-                *w -= lr * if self.nesterov { g + self.momentum * *vi } else { *vi };
+            let (w, g) = (p.value.data_mut(), p.grad.data());
+            // One loop per variant (branch-free bodies, so they vectorise).
+            let mu = self.momentum;
+            match (mu == 0.0, self.nesterov) {
+                (true, _) => w.iter_mut().zip(g).for_each(|(w, &g)| *w -= lr * (g + decay * *w)),
+                (false, false) => w.iter_mut().zip(g).zip(v.iter_mut()).for_each(|((w, &g), vi)| {
+                    *vi = mu * *vi + (g + decay * *w);
+                    *w -= lr * *vi;
+                }),
+                (false, true) => w.iter_mut().zip(g).zip(v.iter_mut()).for_each(|((w, &g), vi)| {
+                    let g = g + decay * *w;
+                    *vi = mu * *vi + g;
+                    *w -= lr * (g + mu * *vi);
+                }),
             }
         }
     }
@@ -84,13 +90,15 @@ impl Optimizer for Adam {
             }
             let decay = if p.decay { self.weight_decay } else { 0.0 };
             let (m, v) = (&mut self.m[i], &mut self.v[i]);
+            // Scalars in locals, so the loop body is plain arithmetic that vectorises.
+            let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
             for (((w, &g), mi), vi) in
                 p.value.data_mut().iter_mut().zip(p.grad.data()).zip(m.iter_mut()).zip(v.iter_mut())
             {
                 let g = g + decay * *w;
-                *mi = self.beta1 * *mi + (1.0 - self.beta1) * g;
-                *vi = self.beta2 * *vi + (1.0 - self.beta2) * g * g;
-                *w -= lr * (*mi / c1) / ((*vi / c2).sqrt() + self.eps);
+                *mi = b1 * *mi + (1.0 - b1) * g;
+                *vi = b2 * *vi + (1.0 - b2) * g * g;
+                *w -= lr * (*mi / c1) / ((*vi / c2).sqrt() + eps);
             }
         }
     }
