@@ -4,29 +4,38 @@
 //! crate, not an array library: the tensor is a validated `Vec<f32>` plus a shape.
 
 use crate::error::{checked_product, Error, Result};
+use std::sync::Arc;
 
 pub use crate::buffers::{cached_bytes, release_cached_buffers};
 
 /// An owned, dense, row-major `f32` tensor of rank 1 to 4.
 ///
-/// Large element buffers (64 KiB and up) go back to a bounded cache when a tensor is
-/// dropped and are reused by later tensors, so a training loop does not pay the system
-/// allocator's fresh pages on every step ([`release_cached_buffers`] empties the cache).
-#[derive(Debug, PartialEq)]
+/// Clones share the element buffer until one of them is written through
+/// [`Tensor::data_mut`] (copy on write), so layers keep the activations their backward pass
+/// needs without copying them. Large buffers (64 KiB and up) go back to a bounded cache when
+/// their last tensor is dropped and are reused by later tensors, so a training loop does not
+/// pay the system allocator's fresh pages on every step ([`release_cached_buffers`] empties
+/// the cache).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
-    data: Vec<f32>,
+    data: Arc<Vec<f32>>,
     shape: Vec<usize>,
 }
 
-impl Clone for Tensor {
-    fn clone(&self) -> Self {
-        Tensor { data: crate::buffers::copied(&self.data), shape: self.shape.clone() }
+/// The buffer, made the caller's own first (copied) if other tensors share it.
+fn unique(data: &mut Arc<Vec<f32>>) -> &mut Vec<f32> {
+    if Arc::get_mut(data).is_none() {
+        *data = Arc::new(crate::buffers::copied(data));
     }
+    // No `Weak` is ever made, so a buffer just wrapped in a new `Arc` has no other owner.
+    Arc::get_mut(data).expect("a fresh Arc has no other owner")
 }
 
 impl Drop for Tensor {
     fn drop(&mut self) {
-        crate::buffers::give(std::mem::take(&mut self.data));
+        if let Some(v) = Arc::get_mut(&mut self.data) {
+            crate::buffers::give(std::mem::take(v));
+        }
     }
 }
 
@@ -73,7 +82,7 @@ impl Tensor {
     /// ```
     pub fn new(data: Vec<f32>, shape: &[usize]) -> Result<Self> {
         validate(shape, data.len(), "tensor")?;
-        Ok(Tensor { data, shape: shape.to_vec() })
+        Ok(Tensor { data: Arc::new(data), shape: shape.to_vec() })
     }
 
     /// A tensor of zeros.
@@ -112,7 +121,7 @@ impl Tensor {
     /// As [`Tensor::zeros`].
     pub fn from_fn(shape: &[usize], mut f: impl FnMut(usize) -> f32) -> Result<Self> {
         let mut t = Tensor::zeros(shape)?;
-        t.data.iter_mut().enumerate().for_each(|(i, x)| *x = f(i));
+        t.data_mut().iter_mut().enumerate().for_each(|(i, x)| *x = f(i));
         Ok(t)
     }
 
@@ -127,13 +136,15 @@ impl Tensor {
     }
 
     /// The elements in row-major order, mutable.
+    ///
+    /// The first write to a tensor whose buffer is shared with clones copies it.
     pub fn data_mut(&mut self) -> &mut [f32] {
-        &mut self.data
+        unique(&mut self.data)
     }
 
     /// Gives back the element buffer.
     pub fn into_vec(mut self) -> Vec<f32> {
-        std::mem::take(&mut self.data)
+        std::mem::take(unique(&mut self.data))
     }
 
     /// Number of elements.
@@ -150,9 +161,9 @@ impl Tensor {
     ///
     /// # Errors
     /// As [`Tensor::new`].
-    pub fn reshape(mut self, shape: &[usize]) -> Result<Self> {
+    pub fn reshape(self, shape: &[usize]) -> Result<Self> {
         validate(shape, self.data.len(), "reshape")?;
-        Ok(Tensor { data: std::mem::take(&mut self.data), shape: shape.to_vec() })
+        Ok(Tensor { data: Arc::clone(&self.data), shape: shape.to_vec() })
     }
 
     /// A borrowed view.
@@ -162,7 +173,7 @@ impl Tensor {
 
     /// A borrowed mutable view.
     pub fn view_mut(&mut self) -> TensorViewMut<'_> {
-        TensorViewMut { data: &mut self.data, shape: &self.shape }
+        TensorViewMut { data: unique(&mut self.data), shape: &self.shape }
     }
 
     /// The shape as `[N, C, H, W]`, or an error naming `tensor` if the rank is not 4.
@@ -184,7 +195,7 @@ impl Tensor {
     /// Largest absolute difference to `other`, or `None` if the shapes differ.
     pub fn max_abs_diff(&self, other: &Tensor) -> Option<f32> {
         (self.shape == other.shape)
-            .then(|| self.data.iter().zip(&other.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max))
+            .then(|| self.data.iter().zip(other.data.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max))
     }
 }
 
@@ -210,7 +221,7 @@ impl<'a> TensorView<'a> {
 
     /// Copies into an owned tensor.
     pub fn to_tensor(&self) -> Tensor {
-        Tensor { data: self.data.to_vec(), shape: self.shape.to_vec() }
+        Tensor { data: Arc::new(crate::buffers::copied(self.data)), shape: self.shape.to_vec() }
     }
 
     /// The shape as `[N, C, H, W]`.
