@@ -85,7 +85,8 @@ macro_rules! microkernel {
                 }
                 let mut acc: [[$V; MV]; NR] = [[$zero(); MV]; NR];
                 let (mut ap, mut bp) = (a, b);
-                for _ in 0..k {
+                // One step of k: MV loads of A, NR broadcasts of B, MV·NR FMAs.
+                let mut step = |ap: *const f32, bp: *const f32| {
                     // A streams from L2; ask for it a few steps early. The address may lie
                     // past the sliver (wrapping arithmetic, never dereferenced).
                     $pf(ap.wrapping_add(a_step * 6));
@@ -99,6 +100,18 @@ macro_rules! microkernel {
                             acc[j][v] = $fma(av[v], bj, acc[j][v]);
                         }
                     }
+                };
+                // Four steps per trip, so the loop's own bookkeeping is paid once per four.
+                for _ in 0..k / 4 {
+                    step(ap, bp);
+                    step(ap.add(a_step), bp.add(NR));
+                    step(ap.add(2 * a_step), bp.add(2 * NR));
+                    step(ap.add(3 * a_step), bp.add(3 * NR));
+                    ap = ap.add(4 * a_step);
+                    bp = bp.add(4 * NR);
+                }
+                for _ in 0..k % 4 {
+                    step(ap, bp);
                     ap = ap.add(a_step);
                     bp = bp.add(NR);
                 }
