@@ -81,6 +81,7 @@ pub(crate) fn run_problem(kernel: KernelFn, bl: Blocking, prob: &Problem<'_>, pa
     if prob.m == 0 || prob.n == 0 {
         return;
     }
+    let bl = bl.aligned();
     let parts = parallelism.threads_for(super::flops(prob.m, prob.n, prob.k));
     let (pm, pn) = split(parts, prob.m.div_ceil(bl.mr), prob.n.div_ceil(bl.nr), bl.mr, bl.nr);
     let rows = ranges(prob.m, bl.mr, pm);
@@ -317,5 +318,10 @@ mod tests {
         assert_eq!(balanced_kc(100, 384), 104);
         assert_eq!(balanced_kc(0, 384), 1);
         assert_eq!(balanced_kc(7, 5), 5);
+        // Cache blocks are cut to whole tiles, never below one.
+        let b = Blocking { mr: 16, nr: 6, kc: 384, mc: 120, nc: 100 }.aligned();
+        assert_eq!((b.mc, b.nc, b.kc), (112, 96, 384));
+        let b = Blocking { mr: 16, nr: 6, kc: 384, mc: 5, nc: 1 }.aligned();
+        assert_eq!((b.mc, b.nc), (16, 6));
     }
 }
