@@ -14,7 +14,7 @@
 use super::padded::Padded;
 use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
 use super::Conv2dPlan;
-use crate::gemm::{engine, run_problem, CPtr, Operand, PackSource, Problem};
+use crate::gemm::{engine, run_problem, CPtr, Operand, PackSource, Problem, MAX_MR};
 use crate::geometry::Conv2dGeometry;
 use crate::parallel::{for_each_part, Parallelism, SharedMut};
 
@@ -144,19 +144,26 @@ impl PackSource for Subsampled<'_> {
         let g = self.geo;
         let (ow_n, w_in, plane) = (g.w.output, g.w.input, g.h.input * g.w.input);
         let (sh, sw) = (g.h.stride, g.w.stride);
+        let mut offs = [0usize; MAX_MR];
         for (sl, out) in dst.chunks_exact_mut(mr * kc).take(len.div_ceil(mr)).enumerate() {
             let q0 = row0 + sl * mr;
             let lanes = mr.min(len - sl * mr);
+            // The sliver's pixels are the same in every channel: find their offsets in a
+            // plane once, then each step of k is a gather through them.
+            let (mut oh, mut ow) = (q0 / ow_n, q0 % ow_n);
+            for o in offs[..lanes].iter_mut() {
+                *o = oh * sh * w_in + ow * sw;
+                ow += 1;
+                if ow == ow_n {
+                    ow = 0;
+                    oh += 1;
+                }
+            }
+            let offs = &offs[..lanes];
             for (p, step) in out.chunks_exact_mut(mr).enumerate() {
                 let chan = &self.x[(col0 + p) * plane..(col0 + p + 1) * plane];
-                let (mut oh, mut ow) = (q0 / ow_n, q0 % ow_n);
-                for v in step[..lanes].iter_mut() {
-                    *v = chan[oh * sh * w_in + ow * sw];
-                    ow += 1;
-                    if ow == ow_n {
-                        ow = 0;
-                        oh += 1;
-                    }
+                for (v, &o) in step.iter_mut().zip(offs) {
+                    *v = chan[o];
                 }
                 step[lanes..].fill(0.0);
             }
