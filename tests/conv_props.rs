@@ -94,8 +94,8 @@ fn depthwise_case() -> impl Strategy<Value = ConvCase> {
 }
 
 /// Problems for the channel-vectorised paths (backward-weight, and the direct forward for
-/// multiples of 8 channels): one group, 8–32 output channels (padded lanes when not a
-/// multiple of 8), a reduction of at least 24 taps and few
+/// multiples of 8 channels and reductions of at least 64 taps): one group, 8–32 output
+/// channels (padded lanes when not a multiple of 8), reductions of 27 to 150 taps and few
 /// pixels per image; strides, dilations and asymmetric padding as elsewhere.
 fn kvec_case() -> impl Strategy<Value = ConvCase> {
     (
