@@ -113,7 +113,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
             let (v, m) = rest.split_at_mut(16 * cg * ld);
             layout.fill(g, xg, tr0, tr1, eo);
             let band = Band { g, layout: &layout, tr0, tr1, ld };
-            run_transform(plan, |fma| band.input(eo, v, fma));
+            band.run_input(plan, eo, v);
             for xi in 0..16 {
                 let a = MatRef::row_major(&ug[xi * kg * cg..(xi + 1) * kg * cg], kg, cg).expect("U block");
                 let b = MatRef::new(&v[xi * cg * ld..(xi + 1) * cg * ld], cg, tc, ld, 1).expect("V block");
@@ -124,7 +124,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
             // SAFETY: the offset is y[n, grp·K/G, 0, 0], inside y; the output transform writes
             // only this band's rows of this image's group channels, which no other job writes.
             let yg = unsafe { y_ptr.get().add((n * g.k + grp * kg) * oh_n * ow_n) };
-            run_transform(plan, |fma| band.output(m, bias_g, relu, yg, fma));
+            band.run_output(plan, m, bias_g, relu, yg);
         });
     };
     if outer {
@@ -134,18 +134,37 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
     }
 }
 
-/// Runs a transform compiled for the plan's instruction set (vectorised with FMA on x86).
-fn run_transform(plan: &Conv2dPlan, mut f: impl FnMut(bool)) {
-    #[cfg(target_arch = "x86_64")]
-    if plan.level >= crate::SimdLevel::Avx2 {
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2(f: &mut dyn FnMut(bool)) {
-            f(true)
+/// The transforms compiled for the plan's instruction set: `Band::input` and
+/// `Band::output` are `#[inline(always)]`, so inside these `target_feature` functions they
+/// are compiled with AVX2 and FMA. (Passing them as closures through a `target_feature`
+/// trampoline did not work: the closures were not inlined into it and ran as SSE code,
+/// ~30% of a ResNet layer's time.)
+impl Band<'_> {
+    fn run_input(&self, plan: &Conv2dPlan, eo: &[f32], v: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if plan.level >= crate::SimdLevel::Avx2 {
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2(band: &Band<'_>, eo: &[f32], v: &mut [f32]) {
+                band.input(eo, v, true);
+            }
+            // SAFETY: the plan checked that this CPU supports AVX2 and FMA.
+            return unsafe { avx2(self, eo, v) };
         }
-        // SAFETY: the plan checked that this CPU supports AVX2 and FMA.
-        return unsafe { avx2(&mut f) };
+        self.input(eo, v, false);
     }
-    f(false)
+
+    fn run_output(&self, plan: &Conv2dPlan, m: &[f32], bias: Option<&[f32]>, relu: bool, yg: *mut f32) {
+        #[cfg(target_arch = "x86_64")]
+        if plan.level >= crate::SimdLevel::Avx2 {
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2(band: &Band<'_>, m: &[f32], bias: Option<&[f32]>, relu: bool, yg: *mut f32) {
+                band.output(m, bias, relu, yg, true);
+            }
+            // SAFETY: the plan checked that this CPU supports AVX2 and FMA.
+            return unsafe { avx2(self, m, bias, relu, yg) };
+        }
+        self.output(m, bias, relu, yg, false);
+    }
 }
 
 /// One band's input rows, split into even and odd padded columns: for tile column `t` the
@@ -181,15 +200,18 @@ impl EvenOdd {
             for r in 0..rows {
                 let Some(ih) = (2 * tr0 + r).checked_sub(pt).filter(|&ih| ih < h_in) else { continue };
                 let (even, odd) = out[r * 2 * self.half..(r + 1) * 2 * self.half].split_at_mut(self.half);
-                for (iw, &val) in chan[ih * w_in..(ih + 1) * w_in].iter().enumerate() {
-                    let col = iw + pl;
-                    if col / 2 < self.half {
-                        if col % 2 == 0 {
-                            even[col / 2] = val;
-                        } else {
-                            odd[col / 2] = val;
-                        }
-                    }
+                // Padded column `iw + pl` goes to `even` or `odd` at `(iw + pl) / 2`: the
+                // input's columns alternate between the halves, starting with `even` when
+                // `pl` is even. (Columns past the halves' end are never read.)
+                let src = &chan[ih * w_in..(ih + 1) * w_in];
+                let (first, second) = if pl % 2 == 0 { (even, odd) } else { (odd, even) };
+                let at = pl / 2;
+                let second_at = (pl + 1) / 2;
+                for (d, &val) in first[at.min(self.half)..].iter_mut().zip(src.iter().step_by(2)) {
+                    *d = val;
+                }
+                for (d, &val) in second[second_at.min(self.half)..].iter_mut().zip(src.iter().skip(1).step_by(2)) {
+                    *d = val;
                 }
             }
         }
@@ -307,7 +329,13 @@ impl Band<'_> {
                         // local array, so the two ranges do not overlap.
                         unsafe {
                             let dst = yg.add((kk * oh_n + oh) * ow_n + ow0);
-                            std::ptr::copy_nonoverlapping(flat.as_ptr(), dst, cols);
+                            if cols == 2 * L {
+                                // A whole vector pair: a fixed-size copy (two vector stores),
+                                // not a library call.
+                                dst.cast::<[f32; 2 * L]>().write_unaligned(flat.try_into().expect("2·L floats"));
+                            } else {
+                                std::ptr::copy_nonoverlapping(flat.as_ptr(), dst, cols);
+                            }
                         }
                     }
                 }
