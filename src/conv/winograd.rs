@@ -206,7 +206,7 @@ impl EvenOdd {
                 let src = &chan[ih * w_in..(ih + 1) * w_in];
                 let (first, second) = if pl % 2 == 0 { (even, odd) } else { (odd, even) };
                 let at = pl / 2;
-                let second_at = (pl + 1) / 2;
+                let second_at = pl.div_ceil(2);
                 for (d, &val) in first[at.min(self.half)..].iter_mut().zip(src.iter().step_by(2)) {
                     *d = val;
                 }
