@@ -93,6 +93,30 @@ fn depthwise_case() -> impl Strategy<Value = ConvCase> {
     })
 }
 
+/// Depthwise 3×3 problems with stride 1 and dilation 1 down the columns (the row-blocked
+/// depthwise kernel): heights that leave 1 or 2 rows after blocks of 3, widths on both sides
+/// of the 16-column tile, any stride and dilation across, asymmetric padding.
+fn depthwise3x3_case() -> impl Strategy<Value = ConvCase> {
+    (
+        (1usize..3, 1usize..5, 1usize..9, 1usize..40),
+        (1usize..4, 1usize..3),
+        (0usize..3, 0usize..3, 0usize..3, 0usize..3),
+        any::<u64>(),
+    )
+        .prop_filter_map("fits", |((n, c, h, w), (sw, dw), (top, bottom, left, right), seed)| {
+            let params = Conv2dParams::default().stride(1, sw).dilation(1, dw).groups(c).padding(Padding::Explicit {
+                top,
+                bottom,
+                left,
+                right,
+            });
+            let input_shape = [n, c, h, w];
+            let weight_shape = [c, 1, 3, 3];
+            let geometry = convkit::Conv2dGeometry::new(&input_shape, &weight_shape, &params).ok()?;
+            Some(ConvCase { input_shape, weight_shape, params, geometry, seed })
+        })
+}
+
 /// Problems for the channel-vectorised paths (backward-weight, and the direct forward for
 /// multiples of 8 channels and reductions of at least 64 taps): one group, 8–32 output
 /// channels (padded lanes when not a multiple of 8), reductions of 27 to 150 taps and few
@@ -159,6 +183,15 @@ proptest! {
     fn winograd_shapes_match_the_reference(case in winograd_case()) {
         for level in SimdLevel::supported() {
             for algorithm in [Algorithm::Winograd, Algorithm::Auto] {
+                check_case(&case, algorithm, level)?;
+            }
+        }
+    }
+
+    #[test]
+    fn depthwise_3x3_rows_match_the_reference(case in depthwise3x3_case()) {
+        for level in SimdLevel::supported() {
+            for algorithm in [Algorithm::Depthwise, Algorithm::Direct, Algorithm::Auto] {
                 check_case(&case, algorithm, level)?;
             }
         }

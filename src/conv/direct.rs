@@ -12,6 +12,7 @@
 //! count. Padded taps add `0·w`; with an infinite or NaN weight that is NaN where the
 //! reference skips the tap.
 
+use super::depthwise;
 use super::kernels::{self, V};
 use super::padded::Padded;
 use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
@@ -98,6 +99,29 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
 }
 
 fn run_job(level: SimdLevel, ctx: &Ctx<'_>, pad: &Padded, xp: &[f32], job: Job) {
+    let g = ctx.g;
+    if job.kb == 1 && depthwise::eligible(g) {
+        let (ow_n, pixels) = (g.w.output, g.h.output * g.w.output);
+        let plane = (job.n * g.k + job.k0) * pixels;
+        // SAFETY: rows oh0 .. oh1 of output plane (n, k0) lie inside y (k0 < K, oh1 ≤ OH) and
+        // belong to this job alone; no other reference to them exists while it runs.
+        let y = unsafe {
+            std::slice::from_raw_parts_mut(ctx.y.get().add(plane + job.oh0 * ow_n), (job.oh1 - job.oh0) * ow_n)
+        };
+        let mut p = depthwise::Plane {
+            xp,
+            s_off: depthwise::Plane::taps(g, pad),
+            row_len: pad.row_len(),
+            w: std::array::from_fn(|t| ctx.w[job.k0 * 9 + t]),
+            bias: ctx.bias.map_or(0.0, |b| b[job.k0]),
+            relu: ctx.relu,
+            y,
+            y_row0: job.oh0,
+            ow_n,
+        };
+        p.run(level, job.oh0, job.oh1);
+        return;
+    }
     match job.kb {
         1 => block::<1>(ctx, pad, xp, job, level),
         2 => block::<2>(ctx, pad, xp, job, level),

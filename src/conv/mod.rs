@@ -32,6 +32,7 @@
 //! ```
 
 mod backward;
+mod depthwise;
 mod direct;
 mod direct_bw;
 mod im2col;
