@@ -93,6 +93,23 @@ fn depthwise_case() -> impl Strategy<Value = ConvCase> {
     })
 }
 
+/// 1×1 convolutions with stride 1 and no padding, whose column matrix is the input itself
+/// (read in place by the forward and backward-weight GEMMs): channel counts on both sides
+/// of the channel-vectorised paths' limits, groups.
+fn pointwise_case() -> impl Strategy<Value = ConvCase> {
+    ((1usize..3, 1usize..5, 1usize..20, 1usize..40), (1usize..8, 1usize..8), 1usize..3, any::<u64>()).prop_filter_map(
+        "fits",
+        |((n, cm, km, groups_hint), (h, w), groups, seed)| {
+            let (c, k) = (cm * groups * (groups_hint % 4 + 1), km * groups);
+            let params = Conv2dParams::default().groups(groups);
+            let input_shape = [n, c, h, w];
+            let weight_shape = [k, c / groups, 1, 1];
+            let geometry = convkit::Conv2dGeometry::new(&input_shape, &weight_shape, &params).ok()?;
+            Some(ConvCase { input_shape, weight_shape, params, geometry, seed })
+        },
+    )
+}
+
 /// Depthwise 3×3 problems with stride 1 and dilation 1 down the columns (the row-blocked
 /// depthwise kernel): heights that leave 1 or 2 rows after blocks of 3, widths on both sides
 /// of the 16-column tile, any stride and dilation across, asymmetric padding.
@@ -183,6 +200,15 @@ proptest! {
     fn winograd_shapes_match_the_reference(case in winograd_case()) {
         for level in SimdLevel::supported() {
             for algorithm in [Algorithm::Winograd, Algorithm::Auto] {
+                check_case(&case, algorithm, level)?;
+            }
+        }
+    }
+
+    #[test]
+    fn pointwise_matches_the_reference(case in pointwise_case()) {
+        for level in SimdLevel::supported() {
+            for algorithm in [Algorithm::Im2col, Algorithm::Direct, Algorithm::Auto] {
                 check_case(&case, algorithm, level)?;
             }
         }

@@ -16,7 +16,7 @@ use super::padded::Padded;
 use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
 use super::Conv2dPlan;
 use super::{direct, im2col, winograd, Algorithm};
-use crate::gemm::{engine, gemm, run_problem, CPtr, GemmParams, MatMut, MatRef, Operand, Problem};
+use crate::gemm::{engine, gemm, run_problem, CPtr, GemmParams, MatMut, MatRef, Operand, PackSource, Problem};
 use crate::geometry::{Conv2dGeometry, Conv2dParams, Padding};
 use crate::parallel::{for_each_part, Parallelism, SharedMut};
 
@@ -233,31 +233,41 @@ fn weight_images(
             let dy_g = &dy[(n * g.k + grp * kg) * pixels..(n * g.k + (grp + 1) * kg) * pixels];
             let out_g = &mut out[grp * kg * crs_len..(grp + 1) * kg * crs_len];
             let bt = Operand { data: dy_g, rs: pixels, cs: 1 };
+            // dW_gᵀ: element (j, kk) of the product is out_g[kk·CRS + j].
+            let c = CPtr { ptr: out_g.as_mut_ptr(), rs: 1, cs: crs_len };
+            let beta = if n == first { 0.0 } else { 1.0 };
+            let dims = (crs_len, kg, pixels);
+            if im2col::is_pointwise(g) {
+                // A 1×1, stride-1, unpadded layer's column matrix is the input itself
+                // (channels × pixels): no padded copy, no tap offsets.
+                let a = Operand { data: xg, rs: pixels, cs: 1 };
+                // The C block (crs × kg at stride crs) is exactly out_g, borrowed here.
+                run_problem(kernel, blocking, &weight_problem(&a, &bt, c, dims, beta), parallelism);
+                continue;
+            }
             with_scratch(cg * pad.plane(), |xp| {
                 pad.fill(g, xg, cg, xp);
                 with_index_scratch(crs_len, |tap_off| {
                     pad.tap_offsets(g, tap_off);
                     let a = Im2colTaps { xp, pad: &pad, tap_off, geo: g };
-                    let prob = Problem {
-                        m: crs_len,
-                        n: kg,
-                        k: pixels,
-                        a: &a,
-                        bt: &bt,
-                        // dW_gᵀ: element (j, kk) of the product is out_g[kk·CRS + j].
-                        c: CPtr { ptr: out_g.as_mut_ptr(), rs: 1, cs: crs_len },
-                        alpha: 1.0,
-                        beta: if n == first { 0.0 } else { 1.0 },
-                        row_bias: None,
-                        col_bias: None,
-                        relu: false,
-                    };
                     // The C block (crs × kg at stride crs) is exactly out_g, borrowed here.
-                    run_problem(kernel, blocking, &prob, parallelism);
+                    run_problem(kernel, blocking, &weight_problem(&a, &bt, c, dims, beta), parallelism);
                 });
             });
         }
     }
+}
+
+/// One image's backward-weight GEMM `dW_gᵀ (+)= Col · dY_gᵀ`: `m × k` columns `a`, `n × k`
+/// output gradients `bt`, into `c`.
+fn weight_problem<'a>(
+    a: &'a dyn PackSource,
+    bt: &'a dyn PackSource,
+    c: CPtr,
+    (m, n, k): (usize, usize, usize),
+    beta: f32,
+) -> Problem<'a> {
+    Problem { m, n, k, a, bt, c, alpha: 1.0, beta, row_bias: None, col_bias: None, relu: false }
 }
 
 /// The bias gradient: per channel, the output gradient summed over images and pixels.
