@@ -114,6 +114,12 @@ fn pack_whole<const MR: usize>(dst: &mut [f32], a: Operand<'_>, row0: usize, col
     } else if a.cs == 1 {
         // MR row streams read in step, one contiguous MR-float write per step.
         let rows: [&[f32]; MR] = std::array::from_fn(|r| &a.data[base + r * a.rs..base + r * a.rs + kc]);
+        #[cfg(target_arch = "x86_64")]
+        if matches!(MR, 6 | 8 | 16) && crate::simd::active() >= crate::SimdLevel::Avx2 {
+            // SAFETY: AVX2 is available (checked); `rows` hold kc floats each and `dst` MR·kc.
+            unsafe { avx2::transpose_pack(&mut dst[..MR * kc], &rows, kc) };
+            return true;
+        }
         for (p, out) in dst.chunks_exact_mut(MR).enumerate() {
             for (o, row) in out.iter_mut().zip(&rows) {
                 *o = row[p];
@@ -122,6 +128,92 @@ fn pack_whole<const MR: usize>(dst: &mut [f32], a: Operand<'_>, row0: usize, col
         true
     } else {
         false
+    }
+}
+
+/// The transposing copy of [`pack_whole`] (rows contiguous along k, sliver interleaved by
+/// row) as 8×8 register transposes: eight rows' next eight floats in, eight steps' eight
+/// rows out, ~0.2 cycles a float where the scalar interleave took one or two.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// `dst[p·MR + r] = rows[r][p]` for `p < kc`, `r < MR` (`MR` ∈ {6, 8, 16}).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; every row must hold `kc` floats and `dst` `MR·kc`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn transpose_pack<const MR: usize>(dst: &mut [f32], rows: &[&[f32]; MR], kc: usize) {
+        assert!(dst.len() >= MR * kc && rows.iter().all(|r| r.len() >= kc));
+        let whole = kc / 8 * 8;
+        for g0 in (0..MR).step_by(8) {
+            let n = (MR - g0).min(8);
+            let mut p = 0;
+            while p < whole {
+                // SAFETY: p + 8 ≤ kc floats of each row (asserted lengths); rows past MR in
+                // a group of 8 are zero vectors, never loaded.
+                let t = unsafe {
+                    let r: [__m256; 8] = std::array::from_fn(|i| {
+                        if i < n {
+                            _mm256_loadu_ps(rows[g0 + i].as_ptr().add(p))
+                        } else {
+                            _mm256_setzero_ps()
+                        }
+                    });
+                    transpose8(r)
+                };
+                for (j, col) in t.iter().enumerate() {
+                    let at = (p + j) * MR + g0;
+                    if n == 8 {
+                        // SAFETY: at + 8 ≤ (p + j)·MR + MR ≤ MR·kc.
+                        unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(at), *col) };
+                    } else {
+                        let mut lanes = [0.0f32; 8];
+                        // SAFETY: a local array of 8 floats.
+                        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *col) };
+                        dst[at..at + n].copy_from_slice(&lanes[..n]);
+                    }
+                }
+                p += 8;
+            }
+            for p in whole..kc {
+                for r in 0..n {
+                    dst[p * MR + g0 + r] = rows[g0 + r][p];
+                }
+            }
+        }
+    }
+
+    /// The 8×8 transpose: `out[j][i] = r[i][j]`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
     }
 }
 
@@ -268,6 +360,26 @@ mod tests {
             w[3] = 0.0;
             w[7] = 0.0;
             assert_eq!(dst[..8], w[..]);
+        }
+    }
+
+    #[test]
+    fn transposing_pack_matches_the_scalar_interleave() {
+        // Rows contiguous along k (cs = 1) for every tile height the kernels use, with kc
+        // on both sides of the 8-float transpose blocks.
+        for mr in [4usize, 6, 8, 16] {
+            for kc in [1usize, 7, 8, 9, 23, 40] {
+                let rs = kc + 3;
+                let data: Vec<f32> = (0..mr * rs + 5).map(|i| i as f32 * 0.5 - 3.0).collect();
+                let a = Operand { data: &data, rs, cs: 1 };
+                let mut dst = vec![f32::NAN; mr * kc];
+                pack_sliver(&mut dst, a, 0, mr, 0, kc, mr);
+                for p in 0..kc {
+                    for r in 0..mr {
+                        assert_eq!(dst[p * mr + r], data[r * rs + p], "mr {mr} kc {kc} p {p} r {r}");
+                    }
+                }
+            }
         }
     }
 
