@@ -154,6 +154,7 @@ fn tile_portable(c: &Ctx<'_>, xp: &[f32], oh: usize, ow0: usize, k0: usize, nv: 
 /// tile's pixels per channel plane (the scalar scatter it replaces took as long as ~60 taps).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::needless_range_loop)] // v indexes the inner dimension of acc and the channels
 fn tile_avx2<const NV: usize>(c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize, ow0: usize, k0: usize) {
     use std::arch::x86_64::*;
     let bases = pixel_bases(c, oh, ow0);
