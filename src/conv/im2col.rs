@@ -78,6 +78,15 @@ impl Im2colRows<'_> {
                     let step: &mut [f32; MR] = step.try_into().expect("MR lanes");
                     *step = self.xp[base + t..base + t + MR].try_into().expect("MR inputs");
                 }
+            } else if MR == 16 && count == 2 && lanes == MR && runs[1].2 >= runs[0].1 && two_runs_simd() {
+                // One row break (the common case when rows are not a multiple of 16 wide):
+                // per tap, 16 floats from each run's start, blended.
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let ((_, a_len, base0), (_, _, base1)) = (runs[0], runs[1]);
+                    // SAFETY: AVX2 is available (checked); the bounds are asserted inside.
+                    unsafe { two_runs_avx2(out, self.xp, taps, a_len, base0, base1) };
+                }
             } else {
                 // Several runs (row breaks, small images): copy run by run with plain loops
                 // (contiguous loads; no copy call per run per tap).
@@ -91,6 +100,53 @@ impl Im2colRows<'_> {
                     step[lanes..].fill(0.0);
                 }
             }
+        }
+    }
+}
+
+/// Whether [`two_runs_avx2`] can run here.
+fn two_runs_simd() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::simd::active() >= crate::SimdLevel::Avx2
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A 16-pixel sliver that breaks once across output rows: pixels `0 .. a_len` from the run
+/// at `base0`, the rest from the run at `base1`. Per tap, 16 floats are loaded from each
+/// run's start (the second shifted back by `a_len`, so its lanes line up) and blended: the
+/// reads past the first run and before the second stay inside the padded copy, which has a
+/// tile's slack after every row.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn two_runs_avx2(out: &mut [f32], xp: &[f32], taps: &[usize], a_len: usize, base0: usize, base1: usize) {
+    use std::arch::x86_64::*;
+    const MR: usize = 16;
+    let last = taps.last().copied().unwrap_or(0);
+    assert!((1..MR).contains(&a_len) && base1 >= a_len, "a 16-lane sliver with one row break");
+    assert!(base0.max(base1) + last + MR <= xp.len() && out.len() >= taps.len() * MR);
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let cut = _mm256_set1_epi32(a_len as i32);
+    // Lanes below a_len come from the first run: mask = lane < a_len.
+    let m0 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(cut, lane));
+    let m1 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(cut, _mm256_add_epi32(lane, _mm256_set1_epi32(8))));
+    let (src, dst) = (xp.as_ptr(), out.as_mut_ptr());
+    for (i, &t) in taps.iter().enumerate() {
+        // SAFETY: base0 + t + 16 and base1 − a_len + t + 16 ≤ base1 + last + 16 ≤ xp.len()
+        // (asserted, t ≤ last), base1 ≥ a_len; dst has 16 floats per tap (asserted).
+        unsafe {
+            let (p0, p1) = (src.add(base0 + t), src.add(base1 - a_len + t));
+            let lo = _mm256_blendv_ps(_mm256_loadu_ps(p1), _mm256_loadu_ps(p0), m0);
+            let hi = _mm256_blendv_ps(_mm256_loadu_ps(p1.add(8)), _mm256_loadu_ps(p0.add(8)), m1);
+            _mm256_storeu_ps(dst.add(i * MR), lo);
+            _mm256_storeu_ps(dst.add(i * MR + 8), hi);
         }
     }
 }
