@@ -64,6 +64,61 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
     // block. Threads take whole units when there are plenty; otherwise each unit's channel
     // blocks and row bands are shared out (batch-1 inference).
     let outer = threads > 1 && units >= 2 * threads;
+    let taps = cg * g.h.kernel * g.w.kernel;
+    // The tap offsets and every block's weights (tap-major, block b of group grp at
+    // (grp·blocks + b)·taps·KB_MAX) are the same for every image: made once per call, not
+    // per job (per image they had cost a fifth of LeNet's C3 backward-data).
+    with_index_scratch(taps, |off| {
+        pad.tap_offsets(g, off);
+        let off: &[usize] = off;
+        with_scratch2(g.groups * blocks * taps * KB_MAX, |wpack| {
+            for grp in 0..g.groups {
+                for b in 0..blocks {
+                    let k0 = grp * kg + b * KB_MAX;
+                    let kb = KB_MAX.min(kg - b * KB_MAX);
+                    let dst = &mut wpack[(grp * blocks + b) * taps * KB_MAX..][..taps * kb];
+                    for (t, row) in dst.chunks_exact_mut(kb).enumerate() {
+                        for (j, v) in row.iter_mut().enumerate() {
+                            *v = w[(k0 + j) * taps + t];
+                        }
+                    }
+                }
+            }
+            let wpack: &[f32] = wpack;
+            let shared = Shared { off, wpack, blocks, taps };
+            units_run(plan, &ctx, &pad, x, &shared, outer, threads);
+        });
+    });
+}
+
+/// What every job of a call shares: tap offsets and packed weights.
+struct Shared<'a> {
+    off: &'a [usize],
+    wpack: &'a [f32],
+    blocks: usize,
+    taps: usize,
+}
+
+impl Shared<'_> {
+    /// Block `b` of group `grp`'s weights, `kb` channels, tap-major.
+    fn weights(&self, grp: usize, b: usize, kb: usize) -> &[f32] {
+        &self.wpack[(grp * self.blocks + b) * self.taps * KB_MAX..][..self.taps * kb]
+    }
+}
+
+/// Runs every (image, group) unit.
+fn units_run(
+    plan: &Conv2dPlan,
+    ctx: &Ctx<'_>,
+    pad: &Padded,
+    x: &[f32],
+    shared: &Shared<'_>,
+    outer: bool,
+    threads: usize,
+) {
+    let g = &plan.geo;
+    let (kg, oh_n, cg, blocks) = (g.k_per_group(), g.h.output, g.c_per_group(), shared.blocks);
+    let units = g.n * g.groups;
     let unit = |u: usize| {
         let (n, grp) = (u / g.groups, u % g.groups);
         let plane_in = g.h.input * g.w.input;
@@ -82,7 +137,8 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
                     oh0: oh_n * band / bands,
                     oh1: oh_n * (band + 1) / bands,
                 };
-                run_job(plan.level, &ctx, &pad, xp, job);
+                let wb = shared.weights(grp, b, job.kb);
+                run_job(plan.level, ctx, pad, xp, shared.off, wb, job);
             };
             if bands * blocks > 1 && !outer && threads > 1 {
                 for_each_part(blocks * bands, job);
@@ -98,7 +154,8 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
     }
 }
 
-fn run_job(level: SimdLevel, ctx: &Ctx<'_>, pad: &Padded, xp: &[f32], job: Job) {
+/// One job: its block's packed weights `wb` (tap-major) and the tap offsets `off`.
+fn run_job(level: SimdLevel, ctx: &Ctx<'_>, pad: &Padded, xp: &[f32], off: &[usize], wb: &[f32], job: Job) {
     let g = ctx.g;
     if job.kb == 1 && depthwise::eligible(g) {
         let (ow_n, pixels) = (g.w.output, g.h.output * g.w.output);
@@ -123,64 +180,61 @@ fn run_job(level: SimdLevel, ctx: &Ctx<'_>, pad: &Padded, xp: &[f32], job: Job) 
         return;
     }
     match job.kb {
-        1 => block::<1>(ctx, pad, xp, job, level),
-        2 => block::<2>(ctx, pad, xp, job, level),
-        3 => block::<3>(ctx, pad, xp, job, level),
-        4 => block::<4>(ctx, pad, xp, job, level),
-        5 => block::<5>(ctx, pad, xp, job, level),
-        _ => block::<6>(ctx, pad, xp, job, level),
+        1 => block::<1>(ctx, pad, xp, off, wb, job, level),
+        2 => block::<2>(ctx, pad, xp, off, wb, job, level),
+        3 => block::<3>(ctx, pad, xp, off, wb, job, level),
+        4 => block::<4>(ctx, pad, xp, off, wb, job, level),
+        5 => block::<5>(ctx, pad, xp, off, wb, job, level),
+        _ => block::<6>(ctx, pad, xp, off, wb, job, level),
     }
 }
 
-/// One job: pack the block's weights tap-major, then run the tile kernel over every
-/// `V`-column tile of the band's rows, reading the unit's padded input `xp`.
-fn block<const KB: usize>(ctx: &Ctx<'_>, pad: &Padded, xp: &[f32], job: Job, level: SimdLevel) {
+/// One job: the tile kernel over every `V`-column tile of the band's rows, reading the unit's
+/// padded input `xp` with the block's packed weights `wb` and the tap offsets `off`.
+fn block<const KB: usize>(
+    ctx: &Ctx<'_>,
+    pad: &Padded,
+    xp: &[f32],
+    off: &[usize],
+    wb: &[f32],
+    job: Job,
+    level: SimdLevel,
+) {
     let g = ctx.g;
-    let (cg, r_n, s_n) = (g.c_per_group(), g.h.kernel, g.w.kernel);
-    let taps = cg * r_n * s_n;
+    let taps = off.len();
     let bias: [f32; KB] = std::array::from_fn(|kb| ctx.bias.map_or(0.0, |b| b[job.k0 + kb]));
     let kernel = kernels::tile::<KB>(level);
     let (oh_n, ow_n) = (g.h.output, g.w.output);
     let pixels = oh_n * ow_n;
-    with_scratch2(taps * KB + KB * V, |buf| {
-        let (wpack, tile) = buf.split_at_mut(taps * KB);
-        for t in 0..taps {
-            for kb in 0..KB {
-                wpack[t * KB + kb] = ctx.w[(job.k0 + kb) * taps + t];
-            }
-        }
-        with_index_scratch(taps, |off| {
-            pad.tap_offsets(g, off);
-            let args = kernels::Taps { count: taps, off, w: wpack, bias, relu: ctx.relu };
-            for oh in job.oh0..job.oh1 {
-                let row_base = oh * g.h.stride * pad.row_len();
-                for ow0 in (0..ow_n).step_by(V) {
-                    let base = row_base + ow0;
-                    debug_assert!(base + args.off[taps - 1] + V <= xp.len());
-                    let y_off = (job.n * g.k + job.k0) * pixels + oh * ow_n + ow0;
-                    let whole = ow0 + V <= ow_n;
-                    let (dst, stride) = if whole {
-                        // SAFETY: y_off + kb·pixels + v < N·K·OH·OW for kb < KB, v < V, as the
-                        // tile is whole; these cells belong to this job alone.
-                        (unsafe { ctx.y.get().add(y_off) }, pixels)
-                    } else {
-                        (tile.as_mut_ptr(), V)
-                    };
-                    // SAFETY: the padded buffer has slack for every tap of every tile (see
-                    // Padded), `off` and `wpack` hold `taps` entries, `dst` is valid for KB
-                    // rows of V floats at `stride`, and the plan checked the CPU's level.
-                    unsafe { kernel(&args, xp.as_ptr().add(base), dst, stride) };
-                    if !whole {
-                        let n_valid = ow_n - ow0;
-                        for kb in 0..KB {
-                            for (v, &val) in tile[kb * V..kb * V + n_valid].iter().enumerate() {
-                                // SAFETY: as above, for the valid columns of a ragged tile.
-                                unsafe { *ctx.y.get().add(y_off + kb * pixels + v) = val };
-                            }
-                        }
+    let mut tile = [0.0f32; KB_MAX * V];
+    let args = kernels::Taps { count: taps, off, w: wb, bias, relu: ctx.relu };
+    for oh in job.oh0..job.oh1 {
+        let row_base = oh * g.h.stride * pad.row_len();
+        for ow0 in (0..ow_n).step_by(V) {
+            let base = row_base + ow0;
+            debug_assert!(base + args.off[taps - 1] + V <= xp.len());
+            let y_off = (job.n * g.k + job.k0) * pixels + oh * ow_n + ow0;
+            let whole = ow0 + V <= ow_n;
+            let (dst, stride) = if whole {
+                // SAFETY: y_off + kb·pixels + v < N·K·OH·OW for kb < KB, v < V, as the
+                // tile is whole; these cells belong to this job alone.
+                (unsafe { ctx.y.get().add(y_off) }, pixels)
+            } else {
+                (tile.as_mut_ptr(), V)
+            };
+            // SAFETY: the padded buffer has slack for every tap of every tile (see
+            // Padded), `off` and `wb` hold `taps` and `taps·KB` entries, `dst` is valid
+            // for KB rows of V floats at `stride`, and the plan checked the CPU's level.
+            unsafe { kernel(&args, xp.as_ptr().add(base), dst, stride) };
+            if !whole {
+                let n_valid = ow_n - ow0;
+                for kb in 0..KB {
+                    for (v, &val) in tile[kb * V..kb * V + n_valid].iter().enumerate() {
+                        // SAFETY: as above, for the valid columns of a ragged tile.
+                        unsafe { *ctx.y.get().add(y_off + kb * pixels + v) = val };
                     }
                 }
             }
-        });
-    });
+        }
+    }
 }
