@@ -227,35 +227,37 @@ fn weight_images(
         return;
     }
     let first = images.start;
-    for n in images {
-        for grp in 0..g.groups {
-            let xg = &x[(n * g.c + grp * cg) * plane_in..(n * g.c + (grp + 1) * cg) * plane_in];
-            let dy_g = &dy[(n * g.k + grp * kg) * pixels..(n * g.k + (grp + 1) * kg) * pixels];
-            let out_g = &mut out[grp * kg * crs_len..(grp + 1) * kg * crs_len];
-            let bt = Operand { data: dy_g, rs: pixels, cs: 1 };
-            // dW_gᵀ: element (j, kk) of the product is out_g[kk·CRS + j].
-            let c = CPtr { ptr: out_g.as_mut_ptr(), rs: 1, cs: crs_len };
-            let beta = if n == first { 0.0 } else { 1.0 };
-            let dims = (crs_len, kg, pixels);
-            if im2col::is_pointwise(g) {
-                // A 1×1, stride-1, unpadded layer's column matrix is the input itself
-                // (channels × pixels): no padded copy, no tap offsets.
-                let a = Operand { data: xg, rs: pixels, cs: 1 };
-                // The C block (crs × kg at stride crs) is exactly out_g, borrowed here.
-                run_problem(kernel, blocking, &weight_problem(&a, &bt, c, dims, beta), parallelism);
-                continue;
-            }
-            with_scratch(cg * pad.plane(), |xp| {
-                pad.fill(g, xg, cg, xp);
-                with_index_scratch(crs_len, |tap_off| {
-                    pad.tap_offsets(g, tap_off);
+    // The tap offsets are the same for every image: found once.
+    with_index_scratch(crs_len, |tap_off| {
+        pad.tap_offsets(g, tap_off);
+        let tap_off: &[usize] = tap_off;
+        for n in images {
+            for grp in 0..g.groups {
+                let xg = &x[(n * g.c + grp * cg) * plane_in..(n * g.c + (grp + 1) * cg) * plane_in];
+                let dy_g = &dy[(n * g.k + grp * kg) * pixels..(n * g.k + (grp + 1) * kg) * pixels];
+                let out_g = &mut out[grp * kg * crs_len..(grp + 1) * kg * crs_len];
+                let bt = Operand { data: dy_g, rs: pixels, cs: 1 };
+                // dW_gᵀ: element (j, kk) of the product is out_g[kk·CRS + j].
+                let c = CPtr { ptr: out_g.as_mut_ptr(), rs: 1, cs: crs_len };
+                let beta = if n == first { 0.0 } else { 1.0 };
+                let dims = (crs_len, kg, pixels);
+                if im2col::is_pointwise(g) {
+                    // A 1×1, stride-1, unpadded layer's column matrix is the input itself
+                    // (channels × pixels): no padded copy, no tap offsets.
+                    let a = Operand { data: xg, rs: pixels, cs: 1 };
+                    // The C block (crs × kg at stride crs) is exactly out_g, borrowed here.
+                    run_problem(kernel, blocking, &weight_problem(&a, &bt, c, dims, beta), parallelism);
+                    continue;
+                }
+                with_scratch(cg * pad.plane(), |xp| {
+                    pad.fill(g, xg, cg, xp);
                     let a = Im2colTaps { xp, pad: &pad, tap_off, geo: g };
                     // The C block (crs × kg at stride crs) is exactly out_g, borrowed here.
                     run_problem(kernel, blocking, &weight_problem(&a, &bt, c, dims, beta), parallelism);
                 });
-            });
+            }
         }
-    }
+    });
 }
 
 /// One image's backward-weight GEMM `dW_gᵀ (+)= Col · dY_gᵀ`: `m × k` columns `a`, `n × k`
