@@ -83,9 +83,15 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
         return;
     }
     let u = transform_filters(g, w);
-    // A job is a band of whole tile rows of one (image, group).
+    // A job is a band of whole tile rows of one (image, group): at most TILE_CHUNK tiles,
+    // and a multiple of 4 bands (when there are more than one), so that two or four threads
+    // get equal shares of a single image (7 bands had split 4 : 3). The bands depend on the
+    // shape alone, never on the thread count.
     let rows_per_job = (TILE_CHUNK / tw).max(1);
-    let bands = th.div_ceil(rows_per_job);
+    let bands = match th.div_ceil(rows_per_job) {
+        1 => 1,
+        b => b.next_multiple_of(4).min(th),
+    };
     let jobs = g.n * g.groups * bands;
     let threads = plan.parallelism.threads_for(g.flops() * 16.0 / 36.0);
     let outer = threads > 1 && jobs >= threads;
@@ -99,7 +105,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
     let job = |j: usize| {
         let (n, rest) = (j / (g.groups * bands), j % (g.groups * bands));
         let (grp, band) = (rest / bands, rest % bands);
-        let (tr0, tr1) = (band * rows_per_job, ((band + 1) * rows_per_job).min(th));
+        let (tr0, tr1) = (th * band / bands, th * (band + 1) / bands);
         let tc = (tr1 - tr0) * tw;
         let plane = g.h.input * g.w.input;
         let xg = &x[(n * g.c + grp * cg) * plane..(n * g.c + (grp + 1) * cg) * plane];
