@@ -140,17 +140,31 @@ fn col2im(plan: &Conv2dPlan, dcol: &[f32], p0: usize, t: usize, dxg: &mut [f32],
     let channels = dxg.len() / plane.max(1);
     let one = |c: usize, chan: &mut [f32]| {
         let (s_n, ow_n, w_in) = (g.w.kernel, g.w.output, g.w.input);
+        let (sw, pl) = (g.w.stride, g.w.pad_before);
         for (jr, row) in dcol[c * rs * t..(c + 1) * rs * t].chunks_exact(t).enumerate() {
             let (r, s) = (jr / s_n, jr % s_n);
-            let (mut oh, mut ow) = (p0 / ow_n, p0 % ow_n);
-            for &v in row {
-                if let (Some(ih), Some(iw)) = (g.h.input_index(oh, r), g.w.input_index(ow, s)) {
-                    chan[ih * w_in + iw] += v;
+            // Output columns whose input column is inside the image for tap s:
+            // iw = ow·sw + s·dw − pl ∈ [0, W), i.e. ow ∈ [ow_lo, ow_hi).
+            let shift = s * g.w.dilation;
+            let ow_lo = pl.saturating_sub(shift).div_ceil(sw);
+            let ow_hi = (w_in + pl).saturating_sub(shift).div_ceil(sw).min(ow_n);
+            // The tile's pixels, output row by output row, each row's valid columns added
+            // with a fixed stride (the additions keep their order: taps, then pixels).
+            let (mut oh, mut ow, mut q) = (p0 / ow_n, p0 % ow_n, 0);
+            while q < t {
+                let run = (t - q).min(ow_n - ow);
+                if let Some(ih) = g.h.input_index(oh, r) {
+                    let (a, b) = (ow.max(ow_lo), (ow + run).min(ow_hi));
+                    if a < b {
+                        let src = &row[q + a - ow..q + b - ow];
+                        let start = ih * w_in + a * sw + shift - pl;
+                        for (d, &v) in chan[start..].iter_mut().step_by(sw).zip(src) {
+                            *d += v;
+                        }
+                    }
                 }
-                ow += 1;
-                if ow == ow_n {
-                    (oh, ow) = (oh + 1, 0);
-                }
+                q += run;
+                (oh, ow) = (oh + 1, 0);
             }
         }
     };
