@@ -233,6 +233,25 @@ proptest! {
     }
 }
 
+/// Output rows 5, 10 and 15 wide, which the channel-vectorised forward tiles 5 pixels at a
+/// time (6 otherwise): LeNet's C3, a wider 5×5 layer and a strided one, on every level.
+#[test]
+fn five_pixel_tiles_match_the_reference() {
+    let cases = [
+        ([2, 6, 14, 14], [16, 6, 5, 5], Conv2dParams::default()),
+        ([1, 3, 19, 19], [8, 3, 5, 5], Conv2dParams::default()),
+        ([1, 4, 21, 21], [24, 4, 4, 4], Conv2dParams::default().stride(2, 2).padding(Padding::uniform(1))),
+    ];
+    for (seed, (input_shape, weight_shape, params)) in cases.into_iter().enumerate() {
+        let geometry = convkit::Conv2dGeometry::new(&input_shape, &weight_shape, &params).unwrap();
+        assert!(geometry.w.output.is_multiple_of(5), "{input_shape:?}");
+        let case = ConvCase { input_shape, weight_shape, params, geometry, seed: seed as u64 };
+        for level in SimdLevel::supported() {
+            check_case(&case, Algorithm::Direct, level).unwrap();
+        }
+    }
+}
+
 #[test]
 fn unsupported_algorithms_say_why() {
     let p = Conv2dParams::default();

@@ -84,7 +84,11 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
 /// Every output of row `oh` of image `n`.
 fn row(level: SimdLevel, c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize) {
     let ow_n = c.g.w.output;
-    for ow0 in (0..ow_n).step_by(P) {
+    // The AVX2 tile takes 5 pixels instead of 6 when that tiles the row exactly and 6 does
+    // not (LeNet C3's rows of 10: 12 lanes computed per 10 pixels with 6).
+    let avx2 = matches!(level, SimdLevel::Avx2 | SimdLevel::Avx512);
+    let tp = if avx2 && ow_n.is_multiple_of(5) && !ow_n.is_multiple_of(P) { 5 } else { P };
+    for ow0 in (0..ow_n).step_by(tp) {
         let mut k0 = 0;
         while k0 < c.g.k {
             let two = k0 + 2 * L <= c.g.k;
@@ -92,10 +96,11 @@ fn row(level: SimdLevel, c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize) {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the plan checked that this CPU supports the level.
                 SimdLevel::Avx2 | SimdLevel::Avx512 => unsafe {
-                    if two {
-                        tile_avx2::<2>(c, xp, n, oh, ow0, k0)
-                    } else {
-                        tile_avx2::<1>(c, xp, n, oh, ow0, k0)
+                    match (two, tp) {
+                        (true, 5) => tile_avx2::<2, 5>(c, xp, n, oh, ow0, k0),
+                        (false, 5) => tile_avx2::<1, 5>(c, xp, n, oh, ow0, k0),
+                        (true, _) => tile_avx2::<2, P>(c, xp, n, oh, ow0, k0),
+                        (false, _) => tile_avx2::<1, P>(c, xp, n, oh, ow0, k0),
                     }
                 },
                 _ => {
@@ -111,7 +116,7 @@ fn row(level: SimdLevel, c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize) {
 
 /// The base offsets of the tile's pixels (a ragged tile repeats its last pixel; the copies
 /// are not stored) and the slice of `xp` they and every tap stay inside.
-fn pixel_bases(c: &Ctx<'_>, oh: usize, ow0: usize) -> [usize; P] {
+fn pixel_bases<const TP: usize>(c: &Ctx<'_>, oh: usize, ow0: usize) -> [usize; TP] {
     let ow_n = c.g.w.output;
     let base = oh * c.g.h.stride * c.pad.row_len();
     std::array::from_fn(|p| base + (ow0 + p).min(ow_n - 1))
@@ -136,7 +141,7 @@ fn store(c: &Ctx<'_>, n: usize, oh: usize, ow0: usize, k0: usize, width: usize, 
 }
 
 fn tile_portable(c: &Ctx<'_>, xp: &[f32], oh: usize, ow0: usize, k0: usize, nv: usize, tile: &mut [[f32; 2 * L]; P]) {
-    let bases = pixel_bases(c, oh, ow0);
+    let bases = pixel_bases::<P>(c, oh, ow0);
     let k = c.g.k;
     for (t, &off) in c.tap_off.iter().enumerate() {
         let wrow = &c.wt[t * k + k0..t * k + k0 + nv * L];
@@ -149,28 +154,28 @@ fn tile_portable(c: &Ctx<'_>, xp: &[f32], oh: usize, ow0: usize, k0: usize, nv: 
     }
 }
 
-/// The AVX2 tile: `P` pixels × `NV·L` channels accumulated in registers, then bias and
+/// The AVX2 tile: `TP` (5 or 6) pixels × `NV·L` channels accumulated in registers, then bias and
 /// ReLU on the vectors, an 8×8 transpose per channel vector and one masked store of the
 /// tile's pixels per channel plane (the scalar scatter it replaces took as long as ~60 taps).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::needless_range_loop)] // v indexes the inner dimension of acc and the channels
-fn tile_avx2<const NV: usize>(c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize, ow0: usize, k0: usize) {
+fn tile_avx2<const NV: usize, const TP: usize>(c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize, ow0: usize, k0: usize) {
     use std::arch::x86_64::*;
-    let bases = pixel_bases(c, oh, ow0);
+    let bases = pixel_bases::<TP>(c, oh, ow0);
     let k = c.g.k;
     // Every read below lies in xs = xp[lo .. hi] and in wt, checked once here.
-    let (lo, hi) = (bases[0], bases[P - 1] + c.reach + 1);
+    let (lo, hi) = (bases[0], bases[TP - 1] + c.reach + 1);
     let xs = &xp[lo..hi];
     let wt = &c.wt[..c.tap_off.len() * k];
-    let rel: [usize; P] = std::array::from_fn(|p| bases[p] - lo);
-    let mut acc = [[_mm256_setzero_ps(); NV]; P];
+    let rel: [usize; TP] = std::array::from_fn(|p| bases[p] - lo);
+    let mut acc = [[_mm256_setzero_ps(); NV]; TP];
     for (t, &off) in c.tap_off.iter().enumerate() {
         // SAFETY: t·k + k0 + NV·L ≤ (t + 1)·k ≤ wt.len() (k0 + NV·L ≤ k); rel[p] + off ≤
-        // bases[P−1] − lo + reach < xs.len(); AVX2 and FMA are enabled in this function.
+        // bases[TP−1] − lo + reach < xs.len(); AVX2 and FMA are enabled in this function.
         unsafe {
             let wv: [__m256; NV] = std::array::from_fn(|v| _mm256_loadu_ps(wt.as_ptr().add(t * k + k0 + v * L)));
-            for p in 0..P {
+            for p in 0..TP {
                 let xv = _mm256_broadcast_ss(&*xs.as_ptr().add(rel[p] + off));
                 for v in 0..NV {
                     acc[p][v] = _mm256_fmadd_ps(xv, wv[v], acc[p][v]);
@@ -180,7 +185,7 @@ fn tile_avx2<const NV: usize>(c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize, ow0:
     }
     let g = c.g;
     let (ow_n, pixels) = (g.w.output, g.h.output * g.w.output);
-    let valid = P.min(ow_n - ow0);
+    let valid = TP.min(ow_n - ow0);
     let mask_lanes: [i32; L] = std::array::from_fn(|i| if i < valid { -1 } else { 0 });
     // SAFETY: L = 8 i32s.
     let mask = unsafe { _mm256_loadu_si256(mask_lanes.as_ptr().cast()) };
@@ -195,7 +200,7 @@ fn tile_avx2<const NV: usize>(c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize, ow0:
         // Rows: pixels (P of them, then zero rows); after the transpose, one vector per
         // channel holding its P pixels.
         let rows: [__m256; L] = std::array::from_fn(|p| {
-            if p < P {
+            if p < TP {
                 let t = _mm256_add_ps(acc[p][v], bias);
                 // maxps(0, t) returns t when t is NaN: NaN passes through ReLU.
                 if c.relu {
