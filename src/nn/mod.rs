@@ -382,10 +382,12 @@ impl Sequential {
             if !layer.has_params() {
                 continue;
             }
+            // Each replica's parameter list is built once per layer, not once per parameter.
+            let mut shard_params: Vec<Vec<Param<'_>>> =
+                self.replicas[..ranges.len()].iter_mut().map(|replica| replica[l].params()).collect();
             for (k, p) in layer.params().into_iter().enumerate() {
                 let sum = p.grad.data_mut();
-                for (s, replica) in self.replicas[..ranges.len()].iter_mut().enumerate() {
-                    let rp = replica[l].params();
+                for (s, rp) in shard_params.iter_mut().enumerate() {
                     let g = rp[k].grad.data();
                     if s == 0 {
                         sum.copy_from_slice(g);
