@@ -91,13 +91,17 @@ impl Tensor {
     /// As [`Tensor::new`], for the rank and an overflowing element count; [`Error::Overflow`]
     /// when the system refuses the allocation.
     pub fn zeros(shape: &[usize]) -> Result<Self> {
+        Self::allocated(shape, crate::buffers::try_zeroed)
+    }
+
+    /// A tensor of `shape` in a buffer from `alloc`, with absurd sizes rejected before the
+    /// allocation is tried, and an allocation the system refuses an error, not an abort.
+    fn allocated(shape: &[usize], alloc: fn(usize) -> std::result::Result<Vec<f32>, ()>) -> Result<Self> {
         let n = checked_product(shape, "tensor element count")?;
-        // Reject absurd sizes before trying to allocate them.
         if n.checked_mul(std::mem::size_of::<f32>()).is_none_or(|b| b > isize::MAX as usize) {
             return Err(Error::overflow("tensor byte size"));
         }
-        // An allocation the system refuses is an error, not an abort.
-        let data = crate::buffers::try_zeroed(n)
+        let data = alloc(n)
             .map_err(|()| Error::overflow(format!("tensor of {n} elements ({shape:?}): the allocation was refused")))?;
         Tensor::new(data, shape)
     }
@@ -106,13 +110,7 @@ impl Tensor {
     /// unspecified (reused memory is not zeroed first; NaN in debug builds, so a kernel
     /// that misses a cell fails its tests).
     pub(crate) fn for_overwrite(shape: &[usize]) -> Result<Self> {
-        let n = checked_product(shape, "tensor element count")?;
-        if n.checked_mul(std::mem::size_of::<f32>()).is_none_or(|b| b > isize::MAX as usize) {
-            return Err(Error::overflow("tensor byte size"));
-        }
-        let data = crate::buffers::try_dirty(n)
-            .map_err(|()| Error::overflow(format!("tensor of {n} elements ({shape:?}): the allocation was refused")))?;
-        Tensor::new(data, shape)
+        Self::allocated(shape, crate::buffers::try_dirty)
     }
 
     /// A tensor filled by `f(flat_index)`.
