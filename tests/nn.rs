@@ -373,3 +373,60 @@ fn sharded_training_with_dropout_is_identical_on_one_two_and_three_threads() {
     assert!(one == run(2), "1 vs 2 threads");
     assert!(one == run(3), "1 vs 3 threads");
 }
+
+#[test]
+fn optimizer_steps_follow_their_formulas() {
+    use convkit::nn::{Optimizer, Sgd};
+    // (name, optimiser, momentum, nesterov, adam); decay 0.01 on weights, none on biases.
+    let adam = || {
+        let mut a = Adam::default();
+        a.weight_decay = 0.01;
+        a
+    };
+    let cases: Vec<(&str, Box<dyn Optimizer>, f32, bool, bool)> = vec![
+        ("sgd", Box::new(Sgd::new(0.0, false, 0.01)), 0.0, false, false),
+        ("momentum", Box::new(Sgd::new(0.9, false, 0.01)), 0.9, false, false),
+        ("nesterov", Box::new(Sgd::new(0.9, true, 0.01)), 0.9, true, false),
+        ("adam", Box::new(adam()), 0.0, false, true),
+    ];
+    let (lr, b1, b2, eps) = (0.05f32, 0.9f32, 0.999f32, 1e-8f32);
+    for (name, mut opt, mu, nesterov, is_adam) in cases {
+        let mut model = Sequential::new(&[3], vec![Box::new(Dense::new(3, 2, 5))]).unwrap();
+        let (x, g) = (data(&[4, 3], 1), data(&[4, 2], 2));
+        // Per parameter element: (velocity or first moment, second moment).
+        let mut state: Vec<Vec<(f32, f32)>> = Vec::new();
+        for step in 1..=3 {
+            model.forward(&x, true).unwrap();
+            model.backward_params(&g).unwrap();
+            let before: Vec<(Vec<f32>, Vec<f32>, bool)> =
+                model.params().iter().map(|p| (p.value.data().to_vec(), p.grad.data().to_vec(), p.decay)).collect();
+            opt.step(&mut model, lr);
+            let after: Vec<Vec<f32>> = model.params().iter().map(|p| p.value.data().to_vec()).collect();
+            state.resize_with(before.len(), Vec::new);
+            for (pi, ((w0, grad, decay), w1)) in before.iter().zip(&after).enumerate() {
+                state[pi].resize(w0.len(), (0.0, 0.0));
+                for i in 0..w0.len() {
+                    let gd = grad[i] + if *decay { 0.01 * w0[i] } else { 0.0 };
+                    let (m, v) = &mut state[pi][i];
+                    let want = if is_adam {
+                        *m = b1 * *m + (1.0 - b1) * gd;
+                        *v = b2 * *v + (1.0 - b2) * gd * gd;
+                        let (c1, c2) = (1.0 - b1.powi(step), 1.0 - b2.powi(step));
+                        w0[i] - lr * (*m / c1) / ((*v / c2).sqrt() + eps)
+                    } else if mu == 0.0 {
+                        w0[i] - lr * gd
+                    } else {
+                        *m = mu * *m + gd;
+                        w0[i] - lr * if nesterov { gd + mu * *m } else { *m }
+                    };
+                    let err = (w1[i] - want).abs();
+                    assert!(
+                        err <= 1e-6 * want.abs().max(1.0),
+                        "{name} step {step} param {pi}[{i}]: {} vs {want}",
+                        w1[i]
+                    );
+                }
+            }
+        }
+    }
+}
