@@ -383,7 +383,8 @@ fn optimizer_steps_follow_their_formulas() {
         a.weight_decay = 0.01;
         a
     };
-    let cases: Vec<(&str, Box<dyn Optimizer>, f32, bool, bool)> = vec![
+    type Case = (&'static str, Box<dyn Optimizer>, f32, bool, bool);
+    let cases: Vec<Case> = vec![
         ("sgd", Box::new(Sgd::new(0.0, false, 0.01)), 0.0, false, false),
         ("momentum", Box::new(Sgd::new(0.9, false, 0.01)), 0.9, false, false),
         ("nesterov", Box::new(Sgd::new(0.9, true, 0.01)), 0.9, true, false),
