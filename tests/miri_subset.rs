@@ -1,7 +1,7 @@
 //! Small problems through the unsafe kernels, sized for `cargo +nightly miri test --test
 //! miri_subset`: GEMM packing and micro-kernel drivers (several cache blocks, strided and
 //! transposed operands, the tiny-problem path), im2col lowering + GEMM, col2im, the direct
-//! and depthwise kernels, Winograd, pooling, and the augmentation warps — each against the
+//! and depthwise kernels, both Winograds, pooling, and the augmentation warps — each against the
 //! reference loops. Under miri the run-time dispatch sees no AVX (miri reports only the
 //! compile-time target features), so the portable `wide` micro-kernels run; the AVX2/AVX-512
 //! intrinsic bodies are covered by the ordinary test runs instead. The same tests run in the
@@ -76,7 +76,12 @@ fn conv_check(input: [usize; 4], weight: [usize; 4], params: Conv2dParams, algor
     let g = *plan.geometry();
     let (x, w, b) = (filled(&input, 6), filled(&weight, 7), filled(&[weight[0]], 8));
     let dy = filled(&g.output_shape(), 9);
-    let loosen = if algorithm == Algorithm::Winograd { 4.0 } else { 1.0 };
+    // Winograd's and Winograd4's bounds (see tests/conv_props.rs).
+    let loosen = match algorithm {
+        Algorithm::Winograd => 4.0,
+        Algorithm::Winograd4 => 16.0,
+        _ => 1.0,
+    };
     let tol = |k: usize| Tolerance::reduction(k + 1).with_scale(2.0).loosen(loosen);
     let name = algorithm.name();
     let y = plan.forward(&x, &w, Some(&b)).unwrap();
@@ -118,6 +123,7 @@ fn direct_depthwise_and_winograd() {
     let dw = Conv2dParams { groups: 3, ..Conv2dParams::default().padding(Padding::uniform(1)) };
     conv_check([1, 3, 5, 6], [3, 1, 3, 3], dw, Algorithm::Depthwise);
     conv_check([1, 2, 6, 5], [3, 2, 3, 3], Conv2dParams::default().padding(Padding::uniform(1)), Algorithm::Winograd);
+    conv_check([1, 2, 6, 5], [3, 2, 3, 3], Conv2dParams::default().padding(Padding::uniform(1)), Algorithm::Winograd4);
 }
 
 #[test]

@@ -15,7 +15,7 @@ use super::im2col::Im2colTaps;
 use super::padded::Padded;
 use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
 use super::Conv2dPlan;
-use super::{direct, im2col, winograd, Algorithm};
+use super::{direct, im2col, winograd, winograd4, Algorithm};
 use crate::gemm::{engine, gemm, run_problem, CPtr, GemmParams, MatMut, MatRef, Operand, PackSource, Problem};
 use crate::geometry::{Conv2dGeometry, Conv2dParams, Padding};
 use crate::parallel::{for_each_part, Parallelism, SharedMut};
@@ -75,6 +75,7 @@ pub(super) fn data(plan: &Conv2dPlan, dy: &[f32], w: &[f32], dx: &mut [f32]) {
             Algorithm::Im2col | Algorithm::Auto => im2col::forward(t, dy, &wt, None, false, dx),
             Algorithm::Direct | Algorithm::Depthwise => direct::forward(t, dy, &wt, None, false, dx),
             Algorithm::Winograd => winograd::forward(t, dy, &wt, None, false, dx),
+            Algorithm::Winograd4 => winograd4::forward(t, dy, &wt, None, false, dx),
         }
         debug_assert_eq!(tg.output_shape(), g.input_shape());
         return;

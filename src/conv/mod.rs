@@ -9,7 +9,8 @@
 //! | `Im2col` | the im2col matrix is packed straight from the image into the GEMM's panels (never materialised); 1×1 stride-1 unpadded convolutions read the input as the matrix it already is | many input channels: the reduction `C/G·R·S` is long and the GEMM runs near peak |
 //! | `Direct` | register-blocked loops vectorised over output width, 6 output channels at a time | few input channels (C = 1 or 3) and small problems, where lowering wastes work |
 //! | `Depthwise` | one plane per channel, vectorised over output width | `groups = C = K` |
-//! | `Winograd` | F(2×2, 3×3): 16 GEMMs over transformed 4×4 tiles, 2.25× fewer multiplications | 3×3, stride 1, no dilation, many channels |
+//! | `Winograd` | F(2×2, 3×3): 16 GEMMs over transformed 4×4 tiles, 2.25× fewer multiplications | 3×3, stride 1, no dilation, many channels, when accuracy matters more |
+//! | `Winograd4` | F(4×4, 3×3): 36 GEMMs over transformed 6×6 tiles, written in the micro-kernel's layouts, 4× fewer multiplications | the same shapes, fastest (`Auto` picks it), larger rounding error |
 //!
 //! Every algorithm shares the backward passes: backward-data as a GEMM into a column tile
 //! then col2im, backward-weight as one GEMM whose reduction runs over every pixel of every
@@ -42,6 +43,7 @@ mod kvec_fwd;
 mod padded;
 mod scratch;
 mod winograd;
+mod winograd4;
 
 use crate::error::{expect_shape, Error, Result};
 use crate::geometry::{Conv2dGeometry, Conv2dParams};
@@ -63,12 +65,15 @@ pub enum Algorithm {
     /// Winograd F(2×2, 3×3): 3×3, stride 1, no dilation; 16 instead of 36 multiplications
     /// per output tile and channel pair, at a slightly larger rounding error.
     Winograd,
+    /// Winograd F(4×4, 3×3): the same domain, 36 instead of 144 multiplications per 4×4
+    /// output tile and channel pair (4× fewer than direct), at a larger rounding error.
+    Winograd4,
 }
 
 impl Algorithm {
     /// Every explicit (non-`Auto`) algorithm.
-    pub const EXPLICIT: [Algorithm; 4] =
-        [Algorithm::Im2col, Algorithm::Direct, Algorithm::Depthwise, Algorithm::Winograd];
+    pub const EXPLICIT: [Algorithm; 5] =
+        [Algorithm::Im2col, Algorithm::Direct, Algorithm::Depthwise, Algorithm::Winograd, Algorithm::Winograd4];
 
     /// The algorithm's name.
     pub fn name(self) -> &'static str {
@@ -78,6 +83,7 @@ impl Algorithm {
             Algorithm::Direct => "direct",
             Algorithm::Depthwise => "depthwise",
             Algorithm::Winograd => "winograd",
+            Algorithm::Winograd4 => "winograd4",
         }
     }
 
@@ -92,6 +98,7 @@ impl Algorithm {
             Algorithm::Auto | Algorithm::Im2col => None,
             Algorithm::Direct => direct::unsupported_reason(geo),
             Algorithm::Winograd => winograd::unsupported_reason(geo),
+            Algorithm::Winograd4 => winograd4::unsupported_reason(geo),
             Algorithm::Depthwise => (!(geo.groups == geo.c && geo.groups == geo.k))
                 .then(|| format!("needs groups = C = K, got groups {}, C {}, K {}", geo.groups, geo.c, geo.k)),
         }
@@ -156,8 +163,10 @@ impl Conv2dPlan {
     /// `Auto` picks `Depthwise` when `groups = C = K`; `Direct` when the reduction per
     /// output is short (`C/groups·R·S ≤ 32`, as in LeNet's first layer and RGB stems), when
     /// there are at most 16 output channels per group, or when the whole problem is tiny;
-    /// `Winograd` for 3×3, stride-1, undilated layers with at least 32 input and output
-    /// channels per group; and `Im2col` otherwise.
+    /// `Winograd4` (F(4×4, 3×3)) for 3×3, stride-1, undilated layers with at least 32 input
+    /// and output channels per group; and `Im2col` otherwise. (Winograd4's rounding error is
+    /// larger than the GEMM's — 7.6× on a 64-channel layer, still inside the direct
+    /// tolerance; choose `Im2col` or `Winograd` explicitly where that matters.)
     ///
     /// # Errors
     /// Any geometry error of [`Conv2dGeometry::new`]; [`Error::Unsupported`] when an explicit
@@ -251,6 +260,7 @@ impl Conv2dPlan {
             Algorithm::Direct if kvec_fwd::preferred(&self.geo) => kvec_fwd::forward(self, x, w, b, relu, y),
             Algorithm::Direct | Algorithm::Depthwise => direct::forward(self, x, w, b, relu, y),
             Algorithm::Winograd => winograd::forward(self, x, w, b, relu, y),
+            Algorithm::Winograd4 => winograd4::forward(self, x, w, b, relu, y),
         }
         Ok(())
     }
@@ -329,8 +339,8 @@ fn select(geo: &Conv2dGeometry) -> Algorithm {
     }
     if geo.reduction_len() <= 32 || geo.k_per_group() <= 16 || geo.flops() < 2.0e4 {
         Algorithm::Direct
-    } else if winograd::unsupported_reason(geo).is_none() && geo.c_per_group() >= 32 && geo.k_per_group() >= 32 {
-        Algorithm::Winograd
+    } else if winograd4::unsupported_reason(geo).is_none() && geo.c_per_group() >= 32 && geo.k_per_group() >= 32 {
+        Algorithm::Winograd4
     } else {
         Algorithm::Im2col
     }
