@@ -96,6 +96,21 @@ fn winograd_case() -> impl Strategy<Value = ConvCase> {
     })
 }
 
+/// 3×3, stride-1 problems with the strategy's dilation (1–3): Winograd4 runs dilated ones
+/// as one undilated convolution per dilation phase, each phase with its own padding.
+fn dilated_winograd_case() -> impl Strategy<Value = ConvCase> {
+    conv_case(2, 3, 14).prop_map(|mut c| {
+        let (dh, dw) = c.params.dilation;
+        c.params.stride = (1, 1);
+        c.weight_shape[2] = 3;
+        c.weight_shape[3] = 3;
+        c.input_shape[2] = c.input_shape[2].max(2 * dh + 1);
+        c.input_shape[3] = c.input_shape[3].max(2 * dw + 1);
+        c.geometry = convkit::Conv2dGeometry::new(&c.input_shape, &c.weight_shape, &c.params).unwrap();
+        c
+    })
+}
+
 /// Depthwise problems: groups = C = K.
 fn depthwise_case() -> impl Strategy<Value = ConvCase> {
     conv_case(3, 5, 10).prop_map(|mut c| {
@@ -216,6 +231,13 @@ proptest! {
             for algorithm in [Algorithm::Winograd, Algorithm::Winograd4, Algorithm::Auto] {
                 check_case(&case, algorithm, level)?;
             }
+        }
+    }
+
+    #[test]
+    fn dilated_winograd4_matches_the_reference(case in dilated_winograd_case()) {
+        for level in SimdLevel::supported() {
+            check_case(&case, Algorithm::Winograd4, level)?;
         }
     }
 

@@ -10,7 +10,7 @@
 //! | `Direct` | register-blocked loops vectorised over output width, 6 output channels at a time | few input channels (C = 1 or 3) and small problems, where lowering wastes work |
 //! | `Depthwise` | one plane per channel, vectorised over output width | `groups = C = K` |
 //! | `Winograd` | F(2×2, 3×3): 16 GEMMs over transformed 4×4 tiles, 2.25× fewer multiplications | 3×3, stride 1, no dilation, many channels, when accuracy matters more |
-//! | `Winograd4` | F(4×4, 3×3): 36 GEMMs over transformed 6×6 tiles, written in the micro-kernel's layouts, 4× fewer multiplications | the same shapes, fastest (`Auto` picks it), larger rounding error |
+//! | `Winograd4` | F(4×4, 3×3): 36 GEMMs over transformed 6×6 tiles, written in the micro-kernel's layouts, 4× fewer multiplications; dilated kernels through a grid of the input's dilation phases | 3×3, stride 1, any dilation, many channels: fastest (`Auto` picks it), larger rounding error |
 //!
 //! Every algorithm shares the backward passes: backward-data as a GEMM into a column tile
 //! then col2im, backward-weight as one GEMM whose reduction runs over every pixel of every
@@ -65,8 +65,9 @@ pub enum Algorithm {
     /// Winograd F(2×2, 3×3): 3×3, stride 1, no dilation; 16 instead of 36 multiplications
     /// per output tile and channel pair, at a slightly larger rounding error.
     Winograd,
-    /// Winograd F(4×4, 3×3): the same domain, 36 instead of 144 multiplications per 4×4
-    /// output tile and channel pair (4× fewer than direct), at a larger rounding error.
+    /// Winograd F(4×4, 3×3): 3×3, stride 1, any dilation (a dilated layer runs as one
+    /// undilated convolution of its input's dilation phases); 36 instead of 144
+    /// multiplications per 4×4 output tile and channel pair, at a larger rounding error.
     Winograd4,
 }
 
@@ -163,7 +164,7 @@ impl Conv2dPlan {
     /// `Auto` picks `Depthwise` when `groups = C = K`; `Direct` when the reduction per
     /// output is short (`C/groups·R·S ≤ 32`, as in LeNet's first layer and RGB stems), when
     /// there are at most 16 output channels per group, or when the whole problem is tiny;
-    /// `Winograd4` (F(4×4, 3×3)) for 3×3, stride-1, undilated layers with at least 32 input
+    /// `Winograd4` (F(4×4, 3×3)) for 3×3, stride-1 layers (dilated or not) with at least 32 input
     /// and output channels per group; and `Im2col` otherwise. (Winograd4's rounding error is
     /// larger than the GEMM's — 7.6× on a 64-channel layer, still inside the direct
     /// tolerance; choose `Im2col` or `Winograd` explicitly where that matters.)

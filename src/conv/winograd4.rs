@@ -1,4 +1,5 @@
-//! Winograd F(4×4, 3×3) for 3×3, stride-1, undilated convolutions.
+//! Winograd F(4×4, 3×3) for 3×3, stride-1 convolutions (dilated ones through their input's
+//! dilation phases, see [`forward_dilated`]).
 //!
 //! Each 4×4 block of output pixels (a *tile*) is computed from the 6×6 input patch above it
 //! with 36 multiplications per (input, output) channel pair instead of 144 (F(2×2, 3×3)
@@ -33,7 +34,7 @@
 use super::scratch::{with_scratch, with_scratch2};
 use super::Conv2dPlan;
 use crate::gemm::kernels::TileArgs;
-use crate::geometry::Conv2dGeometry;
+use crate::geometry::{Axis, Conv2dGeometry, Conv2dParams};
 use crate::parallel::{for_each_part, SharedMut};
 
 /// Tiles per vector in the transforms.
@@ -46,9 +47,11 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// a fixed order) so that a sliver of V stays in L1.
 const KC: usize = 256;
 
-/// Why Winograd F(4×4, 3×3) cannot run `g`, if it cannot (the same domain as F(2×2)).
+/// Why Winograd F(4×4, 3×3) cannot run `g`, if it cannot: F(2×2)'s domain, plus dilated
+/// kernels (run as undilated convolutions of the input's dilation phases).
 pub(super) fn unsupported_reason(g: &Conv2dGeometry) -> Option<String> {
-    super::winograd::unsupported_reason(g)
+    let undilated = Conv2dGeometry { h: Axis { dilation: 1, ..g.h }, w: Axis { dilation: 1, ..g.w }, ..*g };
+    super::winograd::unsupported_reason(&undilated)
 }
 
 /// `U` for every group in the kernel's packed-B layout, `[group][K/G sliver][ξ][C/G][NR]`:
@@ -144,6 +147,25 @@ impl Chunking {
 
 pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, y: &mut [f32]) {
     let g = &plan.geo;
+    if g.n == 0 || g.k == 0 || g.h.output == 0 || g.w.output == 0 {
+        return;
+    }
+    let nr = crate::gemm::engine(plan.level).1.nr;
+    let u_len = g.groups * 36 * g.k_per_group().div_ceil(nr) * g.c_per_group() * nr;
+    let threads = plan.parallelism.threads_for(g.flops() / 4.0);
+    with_scratch2(u_len, |u| {
+        transform_filters(g, w, nr, u, threads);
+        if (g.h.dilation, g.w.dilation) != (1, 1) {
+            forward_dilated(plan, x, u, bias, relu, y);
+        } else {
+            run(plan, x, u, bias, relu, y);
+        }
+    });
+}
+
+/// The undilated forward with the filters already transformed into `u`.
+fn run(plan: &Conv2dPlan, x: &[f32], u: &[f32], bias: Option<&[f32]>, relu: bool, y: &mut [f32]) {
+    let g = &plan.geo;
     let (cg, kg) = (g.c_per_group(), g.k_per_group());
     if g.n == 0 || kg == 0 || g.h.output == 0 || g.w.output == 0 {
         return;
@@ -155,10 +177,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
     let jobs = g.n * g.groups * chunking.chunks;
     let threads = plan.parallelism.threads_for(g.flops() / 4.0);
     let y_ptr = SharedMut::new(y);
-    let u_len = g.groups * 36 * kslivers * cg * nr;
-    with_scratch2(u_len, |u| {
-        transform_filters(g, w, nr, u, threads);
-        let u: &[f32] = u;
+    {
         let job = |j: usize| {
             let (n, rest) = (j / (g.groups * chunking.chunks), j % (g.groups * chunking.chunks));
             let (grp, chunk) = (rest / chunking.chunks, rest % chunking.chunks);
@@ -230,7 +249,114 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
         } else {
             (0..jobs).for_each(job);
         }
-    });
+    }
+}
+
+/// One axis of one dilation phase: the outputs `o ≡ first (mod d)` of a dilated axis read
+/// only the inputs `i ≡ phase (mod d)`, and among those they are an undilated convolution.
+#[derive(Debug)]
+struct PhaseAxis {
+    /// Input index of the phase's first input (`i = phase + d·j`).
+    phase: usize,
+    /// Inputs of the phase the undilated convolution reads.
+    inputs: usize,
+    pad_before: usize,
+    pad_after: usize,
+    /// Output index of the phase's first output (`o = first + d·t`).
+    first: usize,
+    outputs: usize,
+}
+
+impl PhaseAxis {
+    /// Phase `phase` of `a` (stride 1): output `o` reads inputs `o − pad + d·r`, all of
+    /// phase `(o − pad) mod d`; with `o = first + d·t` and `i = phase + d·j` that is
+    /// `j = t − pad_before + r`.
+    fn new(a: &Axis, phase: usize) -> Self {
+        let d = a.dilation;
+        let pad_before = (a.pad_before + phase) / d;
+        let first = (a.pad_before + phase) % d;
+        let outputs = if first < a.output { (a.output - 1 - first) / d + 1 } else { 0 };
+        let available = if phase < a.input { (a.input - phase).div_ceil(d) } else { 0 };
+        // Inputs up to the last output's reach: (outputs − 1) − pad_before + kernel.
+        let reach = (outputs + a.kernel).saturating_sub(pad_before + 1);
+        let inputs = available.min(reach);
+        PhaseAxis { phase, inputs, pad_before, pad_after: reach - inputs, first, outputs }
+    }
+}
+
+impl PhaseAxis {
+    /// Length of the phase's block in the combined image (its padding included): the
+    /// undilated convolution's `outputs + kernel − 1`, or more when the padding alone is
+    /// longer (then every output reads only padding).
+    fn block(&self) -> usize {
+        self.pad_before + self.inputs + self.pad_after
+    }
+}
+
+/// A dilated 3×3 convolution as one undilated one: the input's dilation phases, each with
+/// its own zero padding, are laid out as a grid of blocks in one combined image, whose
+/// unpadded (valid) convolution holds every phase's outputs at the top left of its block
+/// (outputs straddling two blocks are computed and dropped: 2 rows and columns per block).
+/// One call keeps the tiles and the parallel chunks as large as the undilated layer's.
+fn forward_dilated(plan: &Conv2dPlan, x: &[f32], u: &[f32], bias: Option<&[f32]>, relu: bool, y: &mut [f32]) {
+    let g = &plan.geo;
+    let (dh, dw) = (g.h.dilation, g.w.dilation);
+    let (h_in, w_in, oh_n, ow_n) = (g.h.input, g.w.input, g.h.output, g.w.output);
+    let rows: Vec<PhaseAxis> = (0..dh).map(|p| PhaseAxis::new(&g.h, p)).collect();
+    let cols: Vec<PhaseAxis> = (0..dw).map(|p| PhaseAxis::new(&g.w, p)).collect();
+    // Where each phase's block starts in the combined image.
+    let starts = |axes: &[PhaseAxis]| {
+        axes.iter()
+            .scan(0, |at, a| {
+                let start = *at;
+                *at += a.block();
+                Some(start)
+            })
+            .collect::<Vec<usize>>()
+    };
+    let (row_at, col_at) = (starts(&rows), starts(&cols));
+    let hc: usize = rows.iter().map(PhaseAxis::block).sum();
+    let wc: usize = cols.iter().map(PhaseAxis::block).sum();
+    let params = Conv2dParams { groups: g.groups, ..Conv2dParams::default() };
+    let opts = super::ConvOptions {
+        algorithm: super::Algorithm::Winograd4,
+        parallelism: plan.parallelism,
+        simd: Some(plan.level),
+    };
+    let sub = Conv2dPlan::build(&[g.n, g.c, hc, wc], &g.weight_shape(), &params, &opts, false)
+        .expect("the combined image holds at least one whole 3×3 window");
+    let mut xc = crate::Tensor::zeros(&sub.geo.input_shape()).expect("about the padded input's size");
+    for (plane, dst) in xc.data_mut().chunks_exact_mut(hc * wc).enumerate() {
+        let src = &x[plane * h_in * w_in..(plane + 1) * h_in * w_in];
+        for (ra, &r0) in rows.iter().zip(&row_at) {
+            for j in 0..ra.inputs {
+                let srow = &src[(ra.phase + dh * j) * w_in..][..w_in];
+                let drow = &mut dst[(r0 + ra.pad_before + j) * wc..][..wc];
+                for (ca, &c0) in cols.iter().zip(&col_at) {
+                    let at = c0 + ca.pad_before;
+                    for (d, &v) in drow[at..at + ca.inputs].iter_mut().zip(srow[ca.phase..].iter().step_by(dw)) {
+                        *d = v;
+                    }
+                }
+            }
+        }
+    }
+    let mut yc = crate::Tensor::for_overwrite(&sub.geo.output_shape()).expect("about the output's size");
+    run(&sub, xc.data(), u, bias, relu, yc.data_mut());
+    let (oc_h, oc_w) = (sub.geo.h.output, sub.geo.w.output);
+    for (yp, src) in y.chunks_exact_mut(oh_n * ow_n).zip(yc.data().chunks_exact(oc_h * oc_w)) {
+        for (ra, &r0) in rows.iter().zip(&row_at) {
+            for t in 0..ra.outputs {
+                let srow = &src[(r0 + t) * oc_w..][..oc_w];
+                let drow = &mut yp[(ra.first + dh * t) * ow_n..][..ow_n];
+                for (ca, &c0) in cols.iter().zip(&col_at).filter(|(ca, _)| ca.outputs > 0) {
+                    for (d, &v) in drow[ca.first..].iter_mut().step_by(dw).zip(&srow[c0..c0 + ca.outputs]) {
+                        *d = v;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A chunk's input rows with each padded row split by column modulo 4: for tile column `t`
