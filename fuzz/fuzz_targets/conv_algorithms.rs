@@ -57,7 +57,7 @@ fuzz_target!(|bytes: &[u8]| {
         };
         // Winograd's and Winograd4's bounds (tests/conv_props.rs); backward-data may run
         // as a forward convolution that Auto gives to Winograd4.
-        let loosen = match plan.algorithm() {
+        let loosen: f32 = match plan.algorithm() {
             Algorithm::Winograd => 4.0,
             Algorithm::Winograd4 => 16.0,
             _ => 1.0,
