@@ -104,8 +104,12 @@ fn dilated_winograd_case() -> impl Strategy<Value = ConvCase> {
         c.params.stride = (1, 1);
         c.weight_shape[2] = 3;
         c.weight_shape[3] = 3;
-        c.input_shape[2] = c.input_shape[2].max(2 * dh + 1);
-        c.input_shape[3] = c.input_shape[3].max(2 * dw + 1);
+        // Keep small inputs with large padding (phases with no input at all) where the
+        // geometry allows them; otherwise make room for the dilated kernel.
+        if convkit::Conv2dGeometry::new(&c.input_shape, &c.weight_shape, &c.params).is_err() {
+            c.input_shape[2] = c.input_shape[2].max(2 * dh + 1);
+            c.input_shape[3] = c.input_shape[3].max(2 * dw + 1);
+        }
         c.geometry = convkit::Conv2dGeometry::new(&c.input_shape, &c.weight_shape, &c.params).unwrap();
         c
     })
@@ -300,6 +304,27 @@ fn unsupported_algorithms_say_why() {
     let w = Tensor::zeros(&[8, 4, 3, 3]).unwrap();
     let e = plan.forward(&x, &w, None).unwrap_err();
     assert_eq!(e.to_string(), "conv2d input: expected [1, 4, 8, 8], got [1, 3, 8, 8]");
+}
+
+#[test]
+fn dilation_phases_without_inputs() {
+    // Inputs narrower (or shorter) than the dilation, with padding wide enough for the
+    // kernel: some of Winograd4's dilation phases hold no input at all, only padding (the
+    // fuzzer's first find in the phase gather).
+    let cases = [
+        ([1, 2, 5, 1], [3, 2, 3, 3], (1, 2), Padding::Explicit { top: 1, bottom: 1, left: 2, right: 2 }),
+        ([2, 1, 1, 2], [2, 1, 3, 3], (3, 1), Padding::Explicit { top: 3, bottom: 3, left: 1, right: 1 }),
+        ([1, 3, 2, 2], [4, 3, 3, 3], (3, 3), Padding::Explicit { top: 4, bottom: 2, left: 2, right: 5 }),
+        ([1, 2, 4, 1], [2, 2, 3, 3], (1, 3), Padding::Explicit { top: 1, bottom: 1, left: 3, right: 3 }),
+    ];
+    for (seed, (input_shape, weight_shape, dilation, padding)) in cases.into_iter().enumerate() {
+        let params = Conv2dParams { dilation, padding, ..Conv2dParams::default() };
+        let geometry = convkit::Conv2dGeometry::new(&input_shape, &weight_shape, &params).unwrap();
+        let case = ConvCase { input_shape, weight_shape, params, geometry, seed: seed as u64 };
+        for level in SimdLevel::supported() {
+            check_case(&case, Algorithm::Winograd4, level).unwrap();
+        }
+    }
 }
 
 #[test]

@@ -332,7 +332,8 @@ fn forward_dilated(plan: &Conv2dPlan, x: &[f32], u: &[f32], bias: Option<&[f32]>
             for j in 0..ra.inputs {
                 let srow = &src[(ra.phase + dh * j) * w_in..][..w_in];
                 let drow = &mut dst[(r0 + ra.pad_before + j) * wc..][..wc];
-                for (ca, &c0) in cols.iter().zip(&col_at) {
+                // (A phase past the input's width has no inputs, and no column to start at.)
+                for (ca, &c0) in cols.iter().zip(&col_at).filter(|(ca, _)| ca.inputs > 0) {
                     let at = c0 + ca.pad_before;
                     for (d, &v) in drow[at..at + ca.inputs].iter_mut().zip(srow[ca.phase..].iter().step_by(dw)) {
                         *d = v;
