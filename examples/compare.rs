@@ -5,6 +5,7 @@
 //! cargo run --release --example compare                 # table
 //! cargo run --release --example compare -- --json       # JSON lines: name, algorithm, pass, threads, ms, gflops
 //! cargo run --release --example compare -- --quick      # fewer repeats
+//! cargo run --release --example compare -- --min-time 0.2  # samples to fill 0.2 s each (the anchors' rule)
 //! cargo run --release --example compare -- --only resnet_c2 --passes forward --algorithms auto,im2col
 //! ```
 //! Times are medians of repeated samples; GFLOP/s counts direct-convolution flops
@@ -30,6 +31,12 @@ fn main() -> convkit::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let json = args.iter().any(|a| a == "--json");
     let samples = if args.iter().any(|a| a == "--quick") { 5 } else { 11 };
+    // `--min-time S`: samples to fill S seconds per measurement instead (as the anchors do).
+    let min_time: Option<f64> = arg(&args, "--min-time").and_then(|v| v.parse().ok());
+    let measure = |f: &mut dyn FnMut()| match min_time {
+        Some(t) => timing::median_secs_for(f, t),
+        None => timing::median_secs(f, samples),
+    };
     let only: Option<Vec<String>> = arg(&args, "--only").map(|s| s.split(',').map(String::from).collect());
     let passes: Vec<String> = arg(&args, "--passes")
         .unwrap_or_else(|| "forward,backward_data,backward_weight".into())
@@ -74,18 +81,15 @@ fn main() -> convkit::Result<()> {
             for pass in &passes {
                 for &t in &thread_counts {
                     let secs = with_threads(t, || match pass.as_str() {
-                        "forward" => timing::median_secs(
-                            || plan.forward_into(&x, &w, Some(&b), false, black_box(&mut y)).unwrap(),
-                            samples,
-                        ),
-                        "backward_data" => timing::median_secs(
-                            || plan.backward_data_into(&dy, &w, black_box(&mut dx)).unwrap(),
-                            samples,
-                        ),
-                        "backward_weight" => timing::median_secs(
-                            || plan.backward_weight_into(&x, &dy, black_box(&mut dw)).unwrap(),
-                            samples,
-                        ),
+                        "forward" => {
+                            measure(&mut || plan.forward_into(&x, &w, Some(&b), false, black_box(&mut y)).unwrap())
+                        }
+                        "backward_data" => {
+                            measure(&mut || plan.backward_data_into(&dy, &w, black_box(&mut dx)).unwrap())
+                        }
+                        "backward_weight" => {
+                            measure(&mut || plan.backward_weight_into(&x, &dy, black_box(&mut dw)).unwrap())
+                        }
                         _ => f64::NAN,
                     });
                     if secs.is_nan() {

@@ -1,5 +1,7 @@
 //! The timing rule shared by the examples: a warm-up call, then `samples` samples, each of
-//! enough calls to last at least 5 ms; the median seconds per call.
+//! enough calls to last at least 5 ms; the median seconds per call. [`median_secs_for`]
+//! instead takes as many samples as fill a time budget (at least 5, at most 50), the rule
+//! of the anchors' Python harness, so that side-by-side medians cover as much time.
 
 use std::time::Instant;
 
@@ -20,4 +22,17 @@ pub fn median_secs(mut f: impl FnMut(), samples: usize) -> f64 {
         .collect();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// The median seconds per call over enough samples to fill `min_time` seconds (at least 5,
+/// at most 50 samples of at least 5 ms each).
+#[allow(dead_code)] // not every example that includes this module uses it
+pub fn median_secs_for(mut f: impl FnMut(), min_time: f64) -> f64 {
+    f();
+    let t = Instant::now();
+    f();
+    let one = t.elapsed().as_secs_f64().max(1e-9);
+    let inner = ((5e-3 / one).ceil() as usize).clamp(1, 1_000_000);
+    let samples = ((min_time / (one * inner as f64)).ceil() as usize).clamp(5, 50);
+    median_secs(f, samples)
 }
