@@ -258,7 +258,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
     // with the same blocking, so the result does not depend on the thread count.
     let per_job = 2.0 * (pixels * kg * crs_len) as f64;
     let threads = plan.parallelism.threads_for(per_job * jobs as f64);
-    let outer = threads > 1 && jobs >= 2 * threads && per_job < 4.0e7;
+    let outer = threads > 1 && jobs >= 2 * threads;
     let inner = if outer { Parallelism::Sequential } else { plan.parallelism };
     let y_ptr = SharedMut::new(y);
     let pointwise = is_pointwise(g);
