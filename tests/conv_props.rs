@@ -307,6 +307,19 @@ fn unsupported_algorithms_say_why() {
 }
 
 #[test]
+fn winograd4_long_reductions_accumulate_in_blocks() {
+    // More than 256 input channels: Winograd4 cuts each point's product into blocks of 256
+    // channels accumulated into M in a fixed order (the proptests' channels never get there).
+    let params = Conv2dParams::default().padding(Padding::uniform(1));
+    let (input_shape, weight_shape) = ([1, 300, 7, 6], [5, 300, 3, 3]);
+    let geometry = convkit::Conv2dGeometry::new(&input_shape, &weight_shape, &params).unwrap();
+    let case = ConvCase { input_shape, weight_shape, params, geometry, seed: 11 };
+    for level in SimdLevel::supported() {
+        check_case(&case, Algorithm::Winograd4, level).unwrap();
+    }
+}
+
+#[test]
 fn dilation_phases_without_inputs() {
     // Inputs narrower (or shorter) than the dilation, with padding wide enough for the
     // kernel: some of Winograd4's dilation phases hold no input at all, only padding (the
