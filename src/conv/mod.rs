@@ -41,6 +41,7 @@ mod kernels;
 mod kvec_bw;
 mod kvec_fwd;
 mod padded;
+mod phase_rows;
 mod scratch;
 mod winograd;
 mod winograd4;

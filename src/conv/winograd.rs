@@ -18,6 +18,7 @@
 //! tests bound it at 4× the direct tolerance. Measured on a 64 → 32-channel layer
 //! (`tests/conv_props.rs`): max error 7e-6, below im2col's 1.8e-5, whose sums are 9× longer.
 
+use super::phase_rows::PhaseRows;
 use super::scratch::with_scratch;
 use super::Conv2dPlan;
 use crate::gemm::{gemm, GemmParams, MatMut, MatRef};
@@ -101,7 +102,6 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
         plan.parallelism
     });
     let y_ptr = SharedMut::new(y);
-    let layout = EvenOdd::new(g, rows_per_job);
     let job = |j: usize| {
         let (n, rest) = (j / (g.groups * bands), j % (g.groups * bands));
         let (grp, band) = (rest / bands, rest % bands);
@@ -110,14 +110,16 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
         let plane = g.h.input * g.w.input;
         let xg = &x[(n * g.c + grp * cg) * plane..(n * g.c + (grp + 1) * cg) * plane];
         let ug = &u[grp * 16 * kg * cg..(grp + 1) * 16 * kg * cg];
+        let layout = PhaseRows::<2>::new(g, tr1 - tr0, L);
         let eo_len = cg * layout.channel_len();
         // V and M rows are `ld = tc + L` long so that a ragged last vector of tiles can be
         // stored and loaded whole (the extra lanes are never used).
         let ld = tc + L;
-        with_scratch(eo_len + 16 * ld * (cg + kg), |buf| {
+        with_scratch(eo_len + layout.row_len() + 16 * ld * (cg + kg), |buf| {
             let (eo, rest) = buf.split_at_mut(eo_len);
+            let (row_buf, rest) = rest.split_at_mut(layout.row_len());
             let (v, m) = rest.split_at_mut(16 * cg * ld);
-            layout.fill(g, xg, tr0, tr1, eo);
+            layout.fill(g, xg, tr0, eo, row_buf);
             let band = Band { g, layout: &layout, tr0, tr1, ld };
             band.run_input(plan, eo, v);
             for xi in 0..16 {
@@ -173,61 +175,10 @@ impl Band<'_> {
     }
 }
 
-/// One band's input rows, split into even and odd padded columns: for tile column `t` the
-/// patch's columns `2t, 2t+1, 2t+2, 2t+3` are `even[t], odd[t], even[t+1], odd[t+1]`, so a
-/// vector of consecutive tiles reads each of them contiguously.
-struct EvenOdd {
-    /// Floats per half row (even or odd columns).
-    half: usize,
-    /// Padded input rows held per band.
-    rows: usize,
-}
-
-impl EvenOdd {
-    fn new(g: &Conv2dGeometry, rows_per_job: usize) -> Self {
-        let tw = g.w.output.div_ceil(2);
-        EvenOdd { half: tw + 1 + L, rows: 2 * rows_per_job + 2 }
-    }
-
-    fn channel_len(&self) -> usize {
-        self.rows * 2 * self.half
-    }
-
-    /// Fills the band of tile rows `tr0 .. tr1`: local row `r` is input row
-    /// `2·tr0 + r − pt`, zero where that is outside the input.
-    fn fill(&self, g: &Conv2dGeometry, xg: &[f32], tr0: usize, tr1: usize, eo: &mut [f32]) {
-        let (h_in, w_in) = (g.h.input, g.w.input);
-        let (pt, pl) = (g.h.pad_before, g.w.pad_before);
-        let rows = 2 * (tr1 - tr0) + 2;
-        for c in 0..g.c_per_group() {
-            let chan = &xg[c * h_in * w_in..(c + 1) * h_in * w_in];
-            let out = &mut eo[c * self.channel_len()..(c + 1) * self.channel_len()];
-            out.fill(0.0);
-            for r in 0..rows {
-                let Some(ih) = (2 * tr0 + r).checked_sub(pt).filter(|&ih| ih < h_in) else { continue };
-                let (even, odd) = out[r * 2 * self.half..(r + 1) * 2 * self.half].split_at_mut(self.half);
-                // Padded column `iw + pl` goes to `even` or `odd` at `(iw + pl) / 2`: the
-                // input's columns alternate between the halves, starting with `even` when
-                // `pl` is even. (Columns past the halves' end are never read.)
-                let src = &chan[ih * w_in..(ih + 1) * w_in];
-                let (first, second) = if pl % 2 == 0 { (even, odd) } else { (odd, even) };
-                let at = pl / 2;
-                let second_at = pl.div_ceil(2);
-                for (d, &val) in first[at.min(self.half)..].iter_mut().zip(src.iter().step_by(2)) {
-                    *d = val;
-                }
-                for (d, &val) in second[second_at.min(self.half)..].iter_mut().zip(src.iter().skip(1).step_by(2)) {
-                    *d = val;
-                }
-            }
-        }
-    }
-}
-
 /// The tile rows `tr0 .. tr1` of one (image, group): `tc` tiles, row-major.
 struct Band<'a> {
     g: &'a Conv2dGeometry,
-    layout: &'a EvenOdd,
+    layout: &'a PhaseRows<2>,
     tr0: usize,
     tr1: usize,
     /// Row length of V and M (the band's tiles plus [`L`] slack).
@@ -238,7 +189,7 @@ impl Band<'_> {
     /// `V[ξ][c][q] = (Bᵀ·d·B)[ξ]` for every tile `q` of the band, [`L`] tiles at a time.
     #[inline(always)]
     fn input(&self, eo: &[f32], v: &mut [f32], _fma: bool) {
-        let (cg, ld, half) = (self.g.c_per_group(), self.ld, self.layout.half);
+        let (cg, ld, half) = (self.g.c_per_group(), self.ld, self.layout.per_phase);
         let tw = self.g.w.output.div_ceil(2);
         for c in 0..cg {
             let ch = &eo[c * self.layout.channel_len()..(c + 1) * self.layout.channel_len()];

@@ -31,6 +31,7 @@
 //! F(2×2)'s, and so the rounding error: the tests bound it (`WINOGRAD4_LOOSEN` in
 //! `tests/conv_props.rs`) and measure it on a realistic layer.
 
+use super::phase_rows::PhaseRows;
 use super::scratch::{with_scratch, with_scratch2};
 use super::Conv2dPlan;
 use crate::gemm::kernels::TileArgs;
@@ -191,7 +192,7 @@ fn run(plan: &Conv2dPlan, x: &[f32], u: &[f32], bias: Option<&[f32]>, relu: bool
             let ns = sl.len();
             let tr0 = q0 / chunking.tw;
             let tr1 = (q1 - 1) / chunking.tw + 1;
-            let layout = Mod4::new(g, tr1 - tr0);
+            let layout = PhaseRows::<4>::new(g, tr1 - tr0, L);
             // V and M rows hold the chunk's tiles plus L slack, so a vector of tiles may
             // start at the last one; rows are whole cache lines apart.
             let ld = (ns * mr + L).next_multiple_of(16);
@@ -202,9 +203,9 @@ fn run(plan: &Conv2dPlan, x: &[f32], u: &[f32], bias: Option<&[f32]>, relu: bool
             let (v_stride, m_stride) = (cg * ld + 16, kslivers * nr * ld + 16);
             let v_len = 36 * v_stride;
             let m_len = 36 * m_stride;
-            with_scratch(layout.len(cg) + 4 * layout.quarter + v_len + m_len, |buf| {
-                let (xs, rest) = buf.split_at_mut(layout.len(cg));
-                let (row_buf, rest) = rest.split_at_mut(4 * layout.quarter);
+            with_scratch(cg * layout.channel_len() + layout.row_len() + v_len + m_len, |buf| {
+                let (xs, rest) = buf.split_at_mut(cg * layout.channel_len());
+                let (row_buf, rest) = rest.split_at_mut(layout.row_len());
                 let (v, m) = rest.split_at_mut(v_len);
                 layout.fill(g, xg, tr0, xs, row_buf);
                 let chunk = Chunk { g, layout: &layout, tw: chunking.tw, q0, q1, tr0, mr, ld, v_stride, m_stride };
@@ -374,71 +375,10 @@ fn forward_dilated(plan: &Conv2dPlan, x: &[f32], u: &[f32], bias: Option<&[f32]>
     }
 }
 
-/// A chunk's input rows with each padded row split by column modulo 4: for tile column `t`
-/// the patch's column `4t + j` is `phase[j % 4][t + j / 4]`, so a vector of consecutive
-/// tiles reads each of its six columns contiguously.
-struct Mod4 {
-    /// Floats per phase row.
-    quarter: usize,
-    /// Padded input rows held.
-    rows: usize,
-}
-
-impl Mod4 {
-    fn new(g: &Conv2dGeometry, tile_rows: usize) -> Self {
-        let tw = g.w.output.div_ceil(4);
-        Mod4 { quarter: tw + 1 + L, rows: 4 * tile_rows + 2 }
-    }
-
-    fn channel_len(&self) -> usize {
-        self.rows * 4 * self.quarter
-    }
-
-    fn len(&self, channels: usize) -> usize {
-        channels * self.channel_len()
-    }
-
-    /// Fills the rows from tile row `tr0`: local row `r` is input row `4·tr0 + r − pt`,
-    /// zero where that (or a column) is outside the input. `row_buf` holds one padded row
-    /// (`4·quarter` floats).
-    fn fill(&self, g: &Conv2dGeometry, xg: &[f32], tr0: usize, out: &mut [f32], row_buf: &mut [f32]) {
-        let (h_in, w_in) = (g.h.input, g.w.input);
-        let (pt, pl) = (g.h.pad_before, g.w.pad_before);
-        let q = self.quarter;
-        // Padded column `pl + iw` holds input column `iw`; the rest of the row is zero.
-        let row_buf = &mut row_buf[..4 * q];
-        let (lo, hi) = (pl.min(4 * q), (pl + w_in).min(4 * q));
-        row_buf[..lo].fill(0.0);
-        row_buf[hi..].fill(0.0);
-        for c in 0..g.c_per_group() {
-            let chan = &xg[c * h_in * w_in..(c + 1) * h_in * w_in];
-            let dst = &mut out[c * self.channel_len()..(c + 1) * self.channel_len()];
-            for r in 0..self.rows {
-                let row = &mut dst[r * 4 * q..(r + 1) * 4 * q];
-                let Some(ih) = (4 * tr0 + r).checked_sub(pt).filter(|&ih| ih < h_in) else {
-                    row.fill(0.0);
-                    continue;
-                };
-                row_buf[lo..hi].copy_from_slice(&chan[ih * w_in + lo - pl.min(lo)..][..hi - lo]);
-                let (p0, tail) = row.split_at_mut(q);
-                let (p1, tail) = tail.split_at_mut(q);
-                let (p2, p3) = tail.split_at_mut(q);
-                // A stride-4 de-interleave (vectorised as shuffles).
-                for (u, quad) in row_buf.chunks_exact(4).enumerate() {
-                    p0[u] = quad[0];
-                    p1[u] = quad[1];
-                    p2[u] = quad[2];
-                    p3[u] = quad[3];
-                }
-            }
-        }
-    }
-}
-
 /// The tiles `q0 .. q1` (row-major tile order) of one (image, group).
 struct Chunk<'a> {
     g: &'a Conv2dGeometry,
-    layout: &'a Mod4,
+    layout: &'a PhaseRows<4>,
     tw: usize,
     q0: usize,
     q1: usize,
@@ -487,7 +427,7 @@ impl Chunk<'_> {
     #[inline(always)]
     fn input(&self, xs: &[f32], v: &mut [f32]) {
         let cg = self.g.c_per_group();
-        let (ld, q) = (self.ld, self.layout.quarter);
+        let (ld, q) = (self.ld, self.layout.per_phase);
         let tiles = self.q1 - self.q0;
         let padded = tiles.next_multiple_of(self.mr);
         for c in 0..cg {
@@ -702,12 +642,12 @@ mod avx2 {
     /// See [`Chunk::input`].
     ///
     /// # Safety
-    /// The CPU supports AVX2 and FMA; `xs` holds the chunk's filled [`super::Mod4`] rows and
+    /// The CPU supports AVX2 and FMA; `xs` holds the chunk's filled [`PhaseRows`] rows and
     /// `v` is 36 blocks of `chunk.v_stride` ≥ `C/G` rows of `chunk.ld`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn input(chunk: &Chunk<'_>, xs: &[f32], v: &mut [f32]) {
         let cg = chunk.g.c_per_group();
-        let (ld, q) = (chunk.ld, chunk.layout.quarter);
+        let (ld, q) = (chunk.ld, chunk.layout.per_phase);
         let tiles = chunk.q1 - chunk.q0;
         let padded = tiles.next_multiple_of(chunk.mr);
         let rows_len = chunk.layout.channel_len();
@@ -717,7 +657,7 @@ mod avx2 {
             for (tr, tc, _) in chunk.vectors() {
                 let ql = tr * chunk.tw + tc - chunk.q0;
                 // SAFETY: patch row i of tile row tr is layout row 4·(tr − tr0) + i < rows,
-                // and its columns tc + j/4 + l ≤ tw + L < quarter lie in the phase rows; V's
+                // and its columns tc + j/4 + l ≤ tw + L < per_phase lie in the phase rows; V's
                 // row (ξ, c) has ld ≥ ql + L floats. (Checked by the assert above and the
                 // layout's construction.)
                 unsafe {
