@@ -19,11 +19,11 @@
 //! ```
 //!
 //! The 36 products are not handed to the general GEMM: the transforms write their results
-//! straight in the micro-kernel's packed layouts, so nothing is packed twice. Tiles run
-//! along the kernel's vector dimension (`MR` tiles per sliver of V, written by the input
-//! transform eight tiles at a time), output channels along its broadcast dimension (`NR`
-//! channels per sliver of U, padded with zero filters), and the kernel is called directly
-//! on them. Work is cut into *chunks* of whole slivers of one (image, group), sized so that
+//! in layouts the micro-kernel reads directly, so nothing is packed. Tiles run along the
+//! kernel's vector dimension (V is tile-major, one row per (point, channel), written by the
+//! input transform eight tiles at a time and read in place `MR` tiles at a time), output
+//! channels along its broadcast dimension (U in packed-B slivers of `NR` channels, padded
+//! with zero filters). Work is cut into *chunks* of whole slivers of one (image, group), sized so that
 //! a chunk's V and M stay around a MiB; chunks run in parallel, each computed the same way
 //! whatever the thread count.
 //!
