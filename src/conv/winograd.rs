@@ -18,6 +18,7 @@
 //! tests bound it at 4× the direct tolerance. Measured on a 64 → 32-channel layer
 //! (`tests/conv_props.rs`): max error 7e-6, below im2col's 1.8e-5, whose sums are 9× longer.
 
+use super::kernels::store_row;
 use super::phase_rows::PhaseRows;
 use super::scratch::with_scratch;
 use super::Conv2dPlan;
@@ -285,15 +286,12 @@ impl Band<'_> {
                         // planes, in this job's rows, which no other job writes; `flat` is a
                         // local array, so the two ranges do not overlap.
                         unsafe {
-                            let dst = yg.add((kk * oh_n + oh) * ow_n + ow0);
-                            if cols == 2 * L {
-                                // A whole vector pair: a fixed-size copy (two vector stores),
-                                // not a library call.
-                                dst.cast::<[f32; 2 * L]>().write_unaligned(flat.try_into().expect("2·L floats"));
-                            } else {
-                                std::ptr::copy_nonoverlapping(flat.as_ptr(), dst, cols);
-                            }
-                        }
+                            store_row::<{ 2 * L }>(
+                                yg.add((kk * oh_n + oh) * ow_n + ow0),
+                                flat.try_into().expect("2·L"),
+                                cols,
+                            )
+                        };
                     }
                 }
             }

@@ -31,6 +31,7 @@
 //! F(2×2)'s, and so the rounding error: the tests bound it (`WINOGRAD4_LOOSEN` in
 //! `tests/conv_props.rs`) and measure it on a realistic layer.
 
+use super::kernels::store_row;
 use super::phase_rows::PhaseRows;
 use super::scratch::{with_scratch, with_scratch2};
 use super::Conv2dPlan;
@@ -169,9 +170,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
 fn run(plan: &Conv2dPlan, x: &[f32], u: &[f32], bias: Option<&[f32]>, relu: bool, y: &mut [f32]) {
     let g = &plan.geo;
     let (cg, kg) = (g.c_per_group(), g.k_per_group());
-    if g.n == 0 || kg == 0 || g.h.output == 0 || g.w.output == 0 {
-        return;
-    }
+    debug_assert!(g.n > 0 && kg > 0 && g.h.output > 0 && g.w.output > 0, "forward returns early on empty work");
     let (kernel, bl) = crate::gemm::engine(plan.level);
     let (mr, nr) = (bl.mr, bl.nr);
     let kslivers = kg.div_ceil(nr);
@@ -179,78 +178,76 @@ fn run(plan: &Conv2dPlan, x: &[f32], u: &[f32], bias: Option<&[f32]>, relu: bool
     let jobs = g.n * g.groups * chunking.chunks;
     let threads = plan.parallelism.threads_for(g.flops() / 4.0);
     let y_ptr = SharedMut::new(y);
-    {
-        let job = |j: usize| {
-            let (n, rest) = (j / (g.groups * chunking.chunks), j % (g.groups * chunking.chunks));
-            let (grp, chunk) = (rest / chunking.chunks, rest % chunking.chunks);
-            let sl = chunking.slivers_of(chunk);
-            let plane = g.h.input * g.w.input;
-            let xg = &x[(n * g.c + grp * cg) * plane..(n * g.c + (grp + 1) * cg) * plane];
-            let ug = &u[grp * 36 * kslivers * cg * nr..(grp + 1) * 36 * kslivers * cg * nr];
-            let q0 = sl.start * mr;
-            let q1 = (sl.end * mr).min(chunking.tw * chunking.th);
-            let ns = sl.len();
-            let tr0 = q0 / chunking.tw;
-            let tr1 = (q1 - 1) / chunking.tw + 1;
-            let layout = PhaseRows::<4>::new(g, tr1 - tr0, L);
-            // V and M rows hold the chunk's tiles plus L slack, so a vector of tiles may
-            // start at the last one; rows are whole cache lines apart.
-            let ld = (ns * mr + L).next_multiple_of(16);
-            // Consecutive points ξ are one cache line further apart than their rows need:
-            // the transforms touch all 36 at once, and a stride that is a multiple of 4 KiB
-            // would put them all in one L1 set (measured: the input transform took 2× as
-            // long with 64 channels).
-            let (v_stride, m_stride) = (cg * ld + 16, kslivers * nr * ld + 16);
-            let v_len = 36 * v_stride;
-            let m_len = 36 * m_stride;
-            with_scratch(cg * layout.channel_len() + layout.row_len() + v_len + m_len, |buf| {
-                let (xs, rest) = buf.split_at_mut(cg * layout.channel_len());
-                let (row_buf, rest) = rest.split_at_mut(layout.row_len());
-                let (v, m) = rest.split_at_mut(v_len);
-                layout.fill(g, xg, tr0, xs, row_buf);
-                let chunk = Chunk { g, layout: &layout, tw: chunking.tw, q0, q1, tr0, mr, ld, v_stride, m_stride };
-                chunk.run_input(plan, xs, v);
-                // SAFETY (of the kernel calls): V[ξ] (cg rows of ld ≥ (s + 1)·mr tiles, read
-                // in place, a step of k per row) and U's sliver (cg × nr) hold `kc` steps
-                // past each offset; the C tile (mr tiles × nr channels, rows ld apart) lies
-                // inside M[ξ] (kslivers·nr rows of ld); the plan checked that this CPU runs
-                // the kernel.
-                for xi in 0..36 {
-                    let vx = &v[xi * v_stride..];
-                    let mx = &mut m[xi * m_stride..(xi + 1) * m_stride];
-                    for c0 in (0..cg).step_by(KC) {
-                        let kc = KC.min(cg - c0);
-                        let args = TileArgs {
-                            alpha: 1.0,
-                            beta: if c0 == 0 { 0.0 } else { 1.0 },
-                            row_bias: std::ptr::null(),
-                            col_bias: std::ptr::null(),
-                            relu: false,
-                        };
-                        for s in 0..ns {
-                            let a = vx[c0 * ld + s * mr..].as_ptr();
-                            for js in 0..kslivers {
-                                let b = ug[((js * 36 + xi) * cg + c0) * nr..].as_ptr();
-                                let c = mx[js * nr * ld + s * mr..].as_mut_ptr();
-                                // SAFETY: see above.
-                                unsafe { kernel(kc, a, ld, b, c, ld, &args) };
-                            }
+    let job = |j: usize| {
+        let (n, rest) = (j / (g.groups * chunking.chunks), j % (g.groups * chunking.chunks));
+        let (grp, chunk) = (rest / chunking.chunks, rest % chunking.chunks);
+        let sl = chunking.slivers_of(chunk);
+        let plane = g.h.input * g.w.input;
+        let xg = &x[(n * g.c + grp * cg) * plane..(n * g.c + (grp + 1) * cg) * plane];
+        let ug = &u[grp * 36 * kslivers * cg * nr..(grp + 1) * 36 * kslivers * cg * nr];
+        let q0 = sl.start * mr;
+        let q1 = (sl.end * mr).min(chunking.tw * chunking.th);
+        let ns = sl.len();
+        let tr0 = q0 / chunking.tw;
+        let tr1 = (q1 - 1) / chunking.tw + 1;
+        let layout = PhaseRows::<4>::new(g, tr1 - tr0, L);
+        // V and M rows hold the chunk's tiles plus L slack, so a vector of tiles may
+        // start at the last one; rows are whole cache lines apart.
+        let ld = (ns * mr + L).next_multiple_of(16);
+        // Consecutive points ξ are one cache line further apart than their rows need:
+        // the transforms touch all 36 at once, and a stride that is a multiple of 4 KiB
+        // would put them all in one L1 set (measured: the input transform took 2× as
+        // long with 64 channels).
+        let (v_stride, m_stride) = (cg * ld + 16, kslivers * nr * ld + 16);
+        let v_len = 36 * v_stride;
+        let m_len = 36 * m_stride;
+        with_scratch(cg * layout.channel_len() + layout.row_len() + v_len + m_len, |buf| {
+            let (xs, rest) = buf.split_at_mut(cg * layout.channel_len());
+            let (row_buf, rest) = rest.split_at_mut(layout.row_len());
+            let (v, m) = rest.split_at_mut(v_len);
+            layout.fill(g, xg, tr0, xs, row_buf);
+            let chunk = Chunk { g, layout: &layout, tw: chunking.tw, q0, q1, tr0, mr, ld, v_stride, m_stride };
+            chunk.run_input(plan, xs, v);
+            // SAFETY (of the kernel calls): V[ξ] (cg rows of ld ≥ (s + 1)·mr tiles, read
+            // in place, a step of k per row) and U's sliver (cg × nr) hold `kc` steps
+            // past each offset; the C tile (mr tiles × nr channels, rows ld apart) lies
+            // inside M[ξ] (kslivers·nr rows of ld); the plan checked that this CPU runs
+            // the kernel.
+            for xi in 0..36 {
+                let vx = &v[xi * v_stride..];
+                let mx = &mut m[xi * m_stride..(xi + 1) * m_stride];
+                for c0 in (0..cg).step_by(KC) {
+                    let kc = KC.min(cg - c0);
+                    let args = TileArgs {
+                        alpha: 1.0,
+                        beta: if c0 == 0 { 0.0 } else { 1.0 },
+                        row_bias: std::ptr::null(),
+                        col_bias: std::ptr::null(),
+                        relu: false,
+                    };
+                    for s in 0..ns {
+                        let a = vx[c0 * ld + s * mr..].as_ptr();
+                        for js in 0..kslivers {
+                            let b = ug[((js * 36 + xi) * cg + c0) * nr..].as_ptr();
+                            let c = mx[js * nr * ld + s * mr..].as_mut_ptr();
+                            // SAFETY: see above.
+                            unsafe { kernel(kc, a, ld, b, c, ld, &args) };
                         }
                     }
                 }
-                let bias_g = bias.map(|b| &b[grp * kg..(grp + 1) * kg]);
-                // SAFETY: the offset is y[n, grp·K/G, 0, 0], inside y; the output transform
-                // writes only this chunk's tiles of this image's group channels, which no
-                // other job writes.
-                let yg = unsafe { y_ptr.get().add((n * g.k + grp * kg) * g.h.output * g.w.output) };
-                chunk.run_output(plan, m, kslivers * nr, bias_g, relu, yg);
-            });
-        };
-        if threads > 1 && jobs > 1 {
-            for_each_part(jobs, job);
-        } else {
-            (0..jobs).for_each(job);
-        }
+            }
+            let bias_g = bias.map(|b| &b[grp * kg..(grp + 1) * kg]);
+            // SAFETY: the offset is y[n, grp·K/G, 0, 0], inside y; the output transform
+            // writes only this chunk's tiles of this image's group channels, which no
+            // other job writes.
+            let yg = unsafe { y_ptr.get().add((n * g.k + grp * kg) * g.h.output * g.w.output) };
+            chunk.run_output(plan, m, bias_g, relu, yg);
+        });
+    };
+    if threads > 1 && jobs > 1 {
+        for_each_part(jobs, job);
+    } else {
+        (0..jobs).for_each(job);
     }
 }
 
@@ -410,13 +407,13 @@ impl Chunk<'_> {
         self.input(xs, v);
     }
 
-    fn run_output(&self, plan: &Conv2dPlan, m: &[f32], k_rows: usize, bias: Option<&[f32]>, relu: bool, yg: *mut f32) {
+    fn run_output(&self, plan: &Conv2dPlan, m: &[f32], bias: Option<&[f32]>, relu: bool, yg: *mut f32) {
         #[cfg(target_arch = "x86_64")]
         if plan.level >= crate::SimdLevel::Avx2 {
             // SAFETY: the plan checked that this CPU supports AVX2 and FMA.
-            return unsafe { avx2::output(self, m, k_rows, bias, relu, yg) };
+            return unsafe { avx2::output(self, m, bias, relu, yg) };
         }
-        self.output(m, k_rows, bias, relu, yg);
+        self.output(m, bias, relu, yg);
     }
 
     /// `V[ξ][c][tile] = (Bᵀ·d·B)[ξ]` for every tile of the chunk (rows of `ld`), read in
@@ -470,10 +467,10 @@ impl Chunk<'_> {
     }
 
     /// `Y = Aᵀ·M·A` (+ bias, ReLU) for every tile of the chunk, written into the group's
-    /// output planes at `yg`. M is `[ξ][k_rows][ld]` (ξ `m_stride` apart), tiles along
+    /// output planes at `yg`. M is `[ξ][K/G rounded up to NR][ld]` (ξ `m_stride` apart), tiles along
     /// the rows.
     #[inline(always)]
-    fn output(&self, m: &[f32], _k_rows: usize, bias: Option<&[f32]>, relu: bool, yg: *mut f32) {
+    fn output(&self, m: &[f32], bias: Option<&[f32]>, relu: bool, yg: *mut f32) {
         let g = self.g;
         let (oh_n, ow_n) = (g.h.output, g.w.output);
         let ld = self.ld;
@@ -516,21 +513,12 @@ impl Chunk<'_> {
                     // planes, in this chunk's tiles, which no other job writes; `flat` is a
                     // local array, so the two ranges do not overlap.
                     unsafe {
-                        let dst = yg.add((kk * oh_n + oh) * ow_n + ow0);
-                        if cols == 4 * L {
-                            dst.cast::<[f32; 4 * L]>().write_unaligned(flat.try_into().expect("4·L floats"));
-                        } else {
-                            // Whole vectors, then single floats (a variable-length copy
-                            // would be a library call per row).
-                            let whole = cols / L * L;
-                            for at in (0..whole).step_by(L) {
-                                dst.add(at).cast::<[f32; L]>().write_unaligned(flat[at..at + L].try_into().expect("L"));
-                            }
-                            for (d, &val) in (whole..cols).zip(&flat[whole..]) {
-                                dst.add(d).write(val);
-                            }
-                        }
-                    }
+                        store_row::<{ 4 * L }>(
+                            yg.add((kk * oh_n + oh) * ow_n + ow0),
+                            flat.try_into().expect("4·L"),
+                            cols,
+                        )
+                    };
                 }
             }
         }
@@ -602,7 +590,7 @@ fn at_apply(m: [[f32; L]; 6]) -> [[f32; L]; 4] {
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::needless_range_loop)] // the passes store transposed: j indexes both sides
 mod avx2 {
-    use super::{Chunk, L};
+    use super::{store_row, Chunk, L};
     use std::arch::x86_64::*;
 
     /// `Bᵀ·d` for six vectors.
@@ -692,22 +680,15 @@ mod avx2 {
     /// See [`Chunk::output`].
     ///
     /// # Safety
-    /// The CPU supports AVX2 and FMA; `m` is 36 blocks of `chunk.m_stride` ≥ `k_rows` rows
-    /// of `chunk.ld`; `yg` is the
-    /// group's output planes, which only this chunk writes at its tiles.
+    /// The CPU supports AVX2 and FMA; `m` is 36 blocks of `chunk.m_stride` ≥ `K/G` rows of
+    /// `chunk.ld`; `yg` is the group's output planes, which only this chunk writes at its
+    /// tiles.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn output(
-        chunk: &Chunk<'_>,
-        m: &[f32],
-        k_rows: usize,
-        bias: Option<&[f32]>,
-        relu: bool,
-        yg: *mut f32,
-    ) {
+    pub(super) unsafe fn output(chunk: &Chunk<'_>, m: &[f32], bias: Option<&[f32]>, relu: bool, yg: *mut f32) {
         let g = chunk.g;
         let (oh_n, ow_n) = (g.h.output, g.w.output);
         let (ld, kg) = (chunk.ld, g.k_per_group());
-        assert!(m.len() >= 36 * chunk.m_stride && chunk.m_stride >= k_rows * ld && k_rows >= kg, "buffers too short");
+        assert!(m.len() >= 36 * chunk.m_stride && chunk.m_stride >= kg * ld, "buffers too short");
         let zero = _mm256_setzero_ps();
         for kk in 0..kg {
             let b = _mm256_set1_ps(bias.map_or(0.0, |b| b[kk]));
@@ -757,17 +738,11 @@ mod avx2 {
                                 _mm256_storeu_ps(dst.add(h * L), *qv);
                             }
                         } else {
-                            let mut buf = [0.0f32; 4 * L];
+                            let mut row = [0.0f32; 4 * L];
                             for (h, qv) in quads.iter().enumerate() {
-                                _mm256_storeu_ps(buf.as_mut_ptr().add(h * L), *qv);
+                                _mm256_storeu_ps(row.as_mut_ptr().add(h * L), *qv);
                             }
-                            let whole = cols / L;
-                            for (h, qv) in quads.iter().enumerate().take(whole) {
-                                _mm256_storeu_ps(dst.add(h * L), *qv);
-                            }
-                            for (at, &val) in buf.iter().enumerate().take(cols).skip(whole * L) {
-                                dst.add(at).write(val);
-                            }
+                            store_row(dst, &row, cols);
                         }
                     }
                 }

@@ -100,6 +100,33 @@ macro_rules! tile_kernel {
 }
 pub(super) use tile_kernel;
 
+/// Writes the first `cols` of a tile row's `N` values at `dst`: one fixed-size copy when
+/// the row is whole, otherwise whole 8-float pieces and then single floats (a
+/// variable-length copy would be a library call per row). The Winograd output transforms
+/// end every row of tiles with it.
+///
+/// # Safety
+/// `dst .. dst + cols` must be writable and must not overlap `vals`; `cols ≤ N`.
+#[inline(always)]
+pub(super) unsafe fn store_row<const N: usize>(dst: *mut f32, vals: &[f32; N], cols: usize) {
+    const P: usize = 8;
+    debug_assert!(cols <= N);
+    // SAFETY: every write is at an offset below `cols`, inside the caller's writable range.
+    unsafe {
+        if cols == N {
+            dst.cast::<[f32; N]>().write_unaligned(*vals);
+            return;
+        }
+        let whole = cols / P * P;
+        for at in (0..whole).step_by(P) {
+            dst.add(at).cast::<[f32; P]>().write_unaligned(vals[at..at + P].try_into().expect("8 floats"));
+        }
+        for (at, &v) in vals.iter().enumerate().take(cols).skip(whole) {
+            dst.add(at).write(v);
+        }
+    }
+}
+
 /// The tile kernel for `KB` channels at `level` (which the CPU supports).
 pub(super) fn tile<const KB: usize>(level: SimdLevel) -> TileFn<KB> {
     match level {
