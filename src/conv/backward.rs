@@ -232,7 +232,7 @@ fn weight_images(
     parallelism: Parallelism,
 ) {
     let g = &plan.geo;
-    let (kernel, blocking) = engine(plan.level);
+    let eng = engine(plan.level);
     let (cg, kg, crs_len) = (g.c_per_group(), g.k_per_group(), g.reduction_len());
     let pixels = g.h.output * g.w.output;
     let plane_in = g.h.input * g.w.input;
@@ -261,14 +261,14 @@ fn weight_images(
                     // (channels × pixels): no padded copy, no tap offsets.
                     let a = Operand { data: xg, rs: pixels, cs: 1 };
                     // The C block (crs × kg at stride crs) is exactly out_g, borrowed here.
-                    run_problem(kernel, blocking, &weight_problem(&a, &bt, c, dims, beta), parallelism);
+                    run_problem(eng, &weight_problem(&a, &bt, c, dims, beta), parallelism);
                     continue;
                 }
                 with_scratch(cg * pad.plane(), |xp| {
                     pad.fill(g, xg, cg, xp);
                     let a = Im2colTaps { xp, pad: &pad, tap_off, geo: g };
                     // The C block (crs × kg at stride crs) is exactly out_g, borrowed here.
-                    run_problem(kernel, blocking, &weight_problem(&a, &bt, c, dims, beta), parallelism);
+                    run_problem(eng, &weight_problem(&a, &bt, c, dims, beta), parallelism);
                 });
             }
         }

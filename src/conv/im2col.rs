@@ -17,6 +17,7 @@ use super::Conv2dPlan;
 use crate::gemm::{engine, run_problem, CPtr, Operand, PackSource, Problem, MAX_MR};
 use crate::geometry::Conv2dGeometry;
 use crate::parallel::{for_each_part, Parallelism, SharedMut};
+use crate::SimdLevel;
 
 /// `Colᵀ` of one image and group: row `i` = output pixel `(i / OW, i % OW)`, column `j` =
 /// tap `(c, r, s)`, read from the group's [`Padded`] copy `xp`: pixel `(oh, ow)` at tap `t`
@@ -34,11 +35,20 @@ pub(super) struct Im2colRows<'a> {
 }
 
 impl PackSource for Im2colRows<'_> {
-    fn pack_block(&self, dst: &mut [f32], row0: usize, len: usize, col0: usize, kc: usize, mr: usize) {
+    fn pack_block(
+        &self,
+        dst: &mut [f32],
+        row0: usize,
+        len: usize,
+        col0: usize,
+        kc: usize,
+        mr: usize,
+        level: SimdLevel,
+    ) {
         match mr {
-            8 => self.pack::<8>(dst, row0, len, col0, kc),
-            16 => self.pack::<16>(dst, row0, len, col0, kc),
-            32 => self.pack::<32>(dst, row0, len, col0, kc),
+            8 => self.pack::<8>(dst, row0, len, col0, kc, level),
+            16 => self.pack::<16>(dst, row0, len, col0, kc, level),
+            32 => self.pack::<32>(dst, row0, len, col0, kc, level),
             _ => unreachable!("no kernel has mr = {mr}"),
         }
     }
@@ -47,7 +57,15 @@ impl PackSource for Im2colRows<'_> {
 impl Im2colRows<'_> {
     /// Sliver by sliver: split the sliver's pixels into runs along output rows (one run
     /// unless the sliver wraps a row), then copy each run for every tap.
-    fn pack<const MR: usize>(&self, dst: &mut [f32], row0: usize, len: usize, col0: usize, kc: usize) {
+    fn pack<const MR: usize>(
+        &self,
+        dst: &mut [f32],
+        row0: usize,
+        len: usize,
+        col0: usize,
+        kc: usize,
+        level: SimdLevel,
+    ) {
         let g = self.geo;
         let ow_n = g.w.output;
         let row_step = g.h.stride * self.pad.row_len();
@@ -78,13 +96,14 @@ impl Im2colRows<'_> {
                     let step: &mut [f32; MR] = step.try_into().expect("MR lanes");
                     *step = self.xp[base + t..base + t + MR].try_into().expect("MR inputs");
                 }
-            } else if MR == 16 && count == 2 && lanes == MR && runs[1].2 >= runs[0].1 && two_runs_simd() {
+            } else if MR == 16 && count == 2 && lanes == MR && runs[1].2 >= runs[0].1 && two_runs_simd(level) {
                 // One row break (the common case when rows are not a multiple of 16 wide):
                 // per tap, 16 floats from each run's start, blended.
                 #[cfg(target_arch = "x86_64")]
                 {
                     let ((_, a_len, base0), (_, _, base1)) = (runs[0], runs[1]);
-                    // SAFETY: AVX2 is available (checked); the bounds are asserted inside.
+                    // SAFETY: AVX2 is available (the plan's level, which the CPU supports);
+                    // the bounds are asserted inside.
                     unsafe { two_runs_avx2(out, self.xp, taps, a_len, base0, base1) };
                 }
             } else {
@@ -105,15 +124,8 @@ impl Im2colRows<'_> {
 }
 
 /// Whether [`two_runs_avx2`] can run here.
-fn two_runs_simd() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        crate::simd::active() >= crate::SimdLevel::Avx2
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+fn two_runs_simd(level: SimdLevel) -> bool {
+    cfg!(target_arch = "x86_64") && level >= SimdLevel::Avx2
 }
 
 /// A 16-pixel sliver that breaks once across output rows: pixels `0 .. a_len` from the run
@@ -161,7 +173,16 @@ pub(super) struct Im2colTaps<'a> {
 }
 
 impl PackSource for Im2colTaps<'_> {
-    fn pack_block(&self, dst: &mut [f32], row0: usize, len: usize, col0: usize, kc: usize, mr: usize) {
+    fn pack_block(
+        &self,
+        dst: &mut [f32],
+        row0: usize,
+        len: usize,
+        col0: usize,
+        kc: usize,
+        mr: usize,
+        _level: SimdLevel,
+    ) {
         let ow_n = self.geo.w.output;
         let row_step = self.geo.h.stride * self.pad.row_len();
         let dst = &mut dst[..len.div_ceil(mr) * mr * kc];
@@ -196,7 +217,16 @@ pub(super) struct Subsampled<'a> {
 }
 
 impl PackSource for Subsampled<'_> {
-    fn pack_block(&self, dst: &mut [f32], row0: usize, len: usize, col0: usize, kc: usize, mr: usize) {
+    fn pack_block(
+        &self,
+        dst: &mut [f32],
+        row0: usize,
+        len: usize,
+        col0: usize,
+        kc: usize,
+        mr: usize,
+        _level: SimdLevel,
+    ) {
         let g = self.geo;
         let (ow_n, w_in, plane) = (g.w.output, g.w.input, g.h.input * g.w.input);
         let (sh, sw) = (g.h.stride, g.w.stride);
@@ -245,7 +275,7 @@ pub(super) fn is_pointwise(g: &Conv2dGeometry) -> bool {
 /// Forward pass: one GEMM per (image, group), bias and ReLU fused into its epilogue.
 pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, y: &mut [f32]) {
     let g = &plan.geo;
-    let (kernel, blocking) = engine(plan.level);
+    let eng = engine(plan.level);
     let (cg, kg, crs_len) = (g.c_per_group(), g.k_per_group(), g.reduction_len());
     let pixels = g.h.output * g.w.output;
     let plane_in = g.h.input * g.w.input;
@@ -289,7 +319,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
                 relu,
             };
             // The C block (pixels × kg at stride pixels) lies inside y and is this job's alone.
-            run_problem(kernel, blocking, &prob, inner);
+            run_problem(eng, &prob, inner);
         };
         if pointwise {
             run(&Operand { data: xg, rs: 1, cs: plane_in });
@@ -332,7 +362,7 @@ fn forward_batched(
     pad: &Padded,
 ) {
     let g = &plan.geo;
-    let (kernel, blocking) = engine(plan.level);
+    let eng = engine(plan.level);
     let (cg, kg, crs_len) = (g.c_per_group(), g.k_per_group(), g.reduction_len());
     let pixels = g.h.output * g.w.output;
     let plane_in = g.h.input * g.w.input;
@@ -363,7 +393,7 @@ fn forward_batched(
                         col_bias: bias.map(|b| &b[grp * kg..(grp + 1) * kg]),
                         relu,
                     };
-                    run_problem(kernel, blocking, &prob, plan.parallelism);
+                    run_problem(eng, &prob, plan.parallelism);
                     for kk in 0..kg {
                         for n in 0..g.n {
                             let src = &t[kk * rows + n * pixels..kk * rows + (n + 1) * pixels];

@@ -153,7 +153,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
     if g.n == 0 || g.k == 0 || g.h.output == 0 || g.w.output == 0 {
         return;
     }
-    let nr = crate::gemm::engine(plan.level).1.nr;
+    let nr = crate::gemm::engine(plan.level).blocking.nr;
     let u_len = g.groups * 36 * g.k_per_group().div_ceil(nr) * g.c_per_group() * nr;
     let threads = plan.parallelism.threads_for(g.flops() / 4.0);
     with_scratch2(u_len, |u| {
@@ -171,8 +171,8 @@ fn run(plan: &Conv2dPlan, x: &[f32], u: &[f32], bias: Option<&[f32]>, relu: bool
     let g = &plan.geo;
     let (cg, kg) = (g.c_per_group(), g.k_per_group());
     debug_assert!(g.n > 0 && kg > 0 && g.h.output > 0 && g.w.output > 0, "forward returns early on empty work");
-    let (kernel, bl) = crate::gemm::engine(plan.level);
-    let (mr, nr) = (bl.mr, bl.nr);
+    let eng = crate::gemm::engine(plan.level);
+    let (kernel, mr, nr) = (eng.kernel, eng.blocking.mr, eng.blocking.nr);
     let kslivers = kg.div_ceil(nr);
     let chunking = Chunking::new(g, mr, nr);
     let jobs = g.n * g.groups * chunking.chunks;

@@ -1,11 +1,10 @@
 //! The five loops around the micro-kernel, the scratch tile for ragged edges, and the split
 //! of C among threads.
 
-use super::blocking::Blocking;
 use super::blocking::{MAX_MR, MAX_NR};
-use super::kernels::{KernelFn, TileArgs};
+use super::kernels::TileArgs;
 use super::pack::{pack_sliver, with_buffers, Operand, PackBuffers, PackSource};
-use super::{Bias, GemmParams, MatMut, MatRef};
+use super::{Bias, Engine, GemmParams, MatMut, MatRef};
 use crate::parallel::for_each_part;
 use std::ops::Range;
 
@@ -44,7 +43,7 @@ fn operand<'a>(x: &MatRef<'a>) -> Operand<'a> {
     Operand { data: x.data, rs: x.rs, cs: x.cs }
 }
 
-pub(super) fn run(kernel: KernelFn, bl: Blocking, a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, p: &GemmParams<'_>) {
+pub(super) fn run(eng: Engine, a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, p: &GemmParams<'_>) {
     let (m, n, k) = (c.rows, c.cols, a.cols);
     let (row_bias, col_bias) = match p.epilogue.bias {
         Bias::None => (None, None),
@@ -69,7 +68,7 @@ pub(super) fn run(kernel: KernelFn, bl: Blocking, a: MatRef<'_>, b: MatRef<'_>, 
         col_bias: if transpose { row_bias } else { col_bias },
         relu: p.epilogue.relu,
     };
-    run_problem(kernel, bl, &prob, p.parallelism);
+    run_problem(eng, &prob, p.parallelism);
 }
 
 /// Runs a canonical problem: splits C among threads, then the blocked loops on each part.
@@ -77,17 +76,19 @@ pub(super) fn run(kernel: KernelFn, bl: Blocking, a: MatRef<'_>, b: MatRef<'_>, 
 /// The caller guarantees that `c` is valid, for writing (and reading, when β ≠ 0), at
 /// `i·rs + j·cs` for every `i < m`, `j < n`, that those cells are distinct, and that the
 /// sources hold `m × k` and `n × k` elements.
-pub(crate) fn run_problem(kernel: KernelFn, bl: Blocking, prob: &Problem<'_>, parallelism: crate::Parallelism) {
+pub(crate) fn run_problem(eng: Engine, prob: &Problem<'_>, parallelism: crate::Parallelism) {
     if prob.m == 0 || prob.n == 0 {
         return;
     }
-    let bl = bl.aligned();
+    let bl = eng.blocking.aligned();
     let parts = parallelism.threads_for(super::flops(prob.m, prob.n, prob.k));
     let (pm, pn) = split(parts, prob.m.div_ceil(bl.mr), prob.n.div_ceil(bl.nr), bl.mr, bl.nr);
     let rows = ranges(prob.m, bl.mr, pm);
     let cols = ranges(prob.n, bl.nr, pn);
     for_each_part(pm * pn, |part| {
-        with_buffers(|bufs| run_part(kernel, bl, prob, rows[part / pn].clone(), cols[part % pn].clone(), bufs));
+        with_buffers(|bufs| {
+            run_part(Engine { blocking: bl, ..eng }, prob, rows[part / pn].clone(), cols[part % pn].clone(), bufs)
+        });
     });
 }
 
@@ -138,14 +139,8 @@ fn ranges(len: usize, tile: usize, parts: usize) -> Vec<Range<usize>> {
 struct ScratchTile([f32; MAX_MR * MAX_NR]);
 
 /// The sequential blocked algorithm on one rectangle `rows × cols` of C.
-fn run_part(
-    kernel: KernelFn,
-    bl: Blocking,
-    pr: &Problem<'_>,
-    rows: Range<usize>,
-    cols: Range<usize>,
-    bufs: &mut PackBuffers,
-) {
+fn run_part(eng: Engine, pr: &Problem<'_>, rows: Range<usize>, cols: Range<usize>, bufs: &mut PackBuffers) {
+    let (kernel, bl, level) = (eng.kernel, eng.blocking, eng.level);
     let (mr, nr) = (bl.mr, bl.nr);
     let kc_max = balanced_kc(pr.k, bl.kc);
     // A is read in place, unpacked, when its slivers are contiguous and each would be used
@@ -168,7 +163,7 @@ fn run_part(
             let kc = kc_max.min(pr.k - pc);
             let last = pc + kc >= pr.k;
             let bpack = bufs.b.get(nc.div_ceil(nr) * nr * kc.max(1));
-            pr.bt.pack_block(bpack, jc, nc, pc, kc, nr);
+            pr.bt.pack_block(bpack, jc, nc, pc, kc, nr, level);
             let args = TileArgs {
                 alpha: pr.alpha,
                 beta: if pc == 0 { pr.beta } else { 1.0 },
@@ -184,10 +179,10 @@ fn run_part(
                     // Only a ragged last sliver needs a copy (kernels read whole slivers).
                     let full = mc / mr * mr;
                     if full < mc {
-                        pack_sliver(apack, a, ic + full, mc - full, pc, kc, mr);
+                        pack_sliver(apack, a, ic + full, mc - full, pc, kc, mr, level);
                     }
                 } else {
-                    pr.a.pack_block(apack, ic, mc, pc, kc, mr);
+                    pr.a.pack_block(apack, ic, mc, pc, kc, mr, level);
                 }
                 // One MR × NR tile of C at (ic + ir, jc + jr).
                 let mut tile = |ir: usize, jr: usize| {
@@ -295,6 +290,7 @@ unsafe fn copy_tile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gemm::Blocking;
 
     #[test]
     fn split_prefers_balanced_grids() {

@@ -333,14 +333,23 @@ pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, p: &GemmParams<'_>) -> 
         }
         (blocking.kc, blocking.mc, blocking.nc) = (kc, mc, nc);
     }
-    driver::run(kernels::spec(level).func, blocking, a, b, c, p);
+    driver::run(Engine { blocking, ..engine(level) }, a, b, c, p);
     Ok(())
 }
 
-/// The micro-kernel and block sizes of a level this CPU supports (checked by the caller).
-pub(crate) fn engine(level: SimdLevel) -> (kernels::KernelFn, Blocking) {
+/// A micro-kernel with its block sizes and its instruction set, which the packers also
+/// keep to (a plan or a GEMM forced to a lower level runs nothing above it).
+#[derive(Clone, Copy)]
+pub(crate) struct Engine {
+    pub kernel: kernels::KernelFn,
+    pub blocking: Blocking,
+    pub level: SimdLevel,
+}
+
+/// The engine of a level this CPU supports (checked by the caller).
+pub(crate) fn engine(level: SimdLevel) -> Engine {
     let spec = kernels::spec(level);
-    (spec.func, spec.blocking)
+    Engine { kernel: spec.func, blocking: spec.blocking, level }
 }
 
 /// Floating-point operations of an `m×k` by `k×n` multiply: `2·m·n·k`.

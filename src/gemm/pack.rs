@@ -6,6 +6,7 @@
 //! packed B (nr-wide slivers):  sliver t, step p → dst[(t·kc + p)·nr .. +nr] = B[p, t·nr .. t·nr+nr]
 //! ```
 
+use crate::simd::SimdLevel;
 use std::cell::RefCell;
 
 /// Something the GEMM driver packs operand blocks from: a strided matrix, or a virtual one
@@ -13,8 +14,10 @@ use std::cell::RefCell;
 pub(crate) trait PackSource: Sync {
     /// Packs rows `row0 .. row0 + len` and columns `col0 .. col0 + kc` into
     /// `ceil(len / mr)` consecutive `mr × kc` slivers (layout in the module docs),
-    /// zero-filling rows past `len`.
-    fn pack_block(&self, dst: &mut [f32], row0: usize, len: usize, col0: usize, kc: usize, mr: usize);
+    /// zero-filling rows past `len`. `level` is the instruction set the caller's kernels
+    /// run at: a packer uses nothing above it (a plan forced to a lower level stays there).
+    #[allow(clippy::too_many_arguments)]
+    fn pack_block(&self, dst: &mut [f32], row0: usize, len: usize, col0: usize, kc: usize, mr: usize, level: SimdLevel);
 
     /// The source as a strided matrix, if it is one (the driver may then read it in place).
     fn in_place(&self) -> Option<Operand<'_>> {
@@ -23,8 +26,17 @@ pub(crate) trait PackSource: Sync {
 }
 
 impl PackSource for Operand<'_> {
-    fn pack_block(&self, dst: &mut [f32], row0: usize, len: usize, col0: usize, kc: usize, mr: usize) {
-        pack_block(dst, *self, row0, len, col0, kc, mr);
+    fn pack_block(
+        &self,
+        dst: &mut [f32],
+        row0: usize,
+        len: usize,
+        col0: usize,
+        kc: usize,
+        mr: usize,
+        level: SimdLevel,
+    ) {
+        pack_block(dst, *self, row0, len, col0, kc, mr, level);
     }
 
     fn in_place(&self) -> Option<Operand<'_>> {
@@ -41,7 +53,8 @@ pub(crate) struct Operand<'a> {
 }
 
 /// Packs rows `row0 .. row0 + rows` (`rows ≤ mr`) and columns `col0 .. col0 + kc` of `a` into
-/// one `mr × kc` sliver, zero-filling rows `rows .. mr`.
+/// one `mr × kc` sliver, zero-filling rows `rows .. mr`, with instructions up to `level`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn pack_sliver(
     dst: &mut [f32],
     a: Operand<'_>,
@@ -50,6 +63,7 @@ pub(crate) fn pack_sliver(
     col0: usize,
     kc: usize,
     mr: usize,
+    level: SimdLevel,
 ) {
     debug_assert!(rows <= mr && dst.len() >= mr * kc);
     let dst = &mut dst[..mr * kc];
@@ -61,11 +75,11 @@ pub(crate) fn pack_sliver(
     // turns into vector moves; everything else takes the general loops.
     if rows == mr {
         let done = match mr {
-            4 => pack_whole::<4>(dst, a, row0, col0, kc),
-            6 => pack_whole::<6>(dst, a, row0, col0, kc),
-            8 => pack_whole::<8>(dst, a, row0, col0, kc),
-            16 => pack_whole::<16>(dst, a, row0, col0, kc),
-            32 => pack_whole::<32>(dst, a, row0, col0, kc),
+            4 => pack_whole::<4>(dst, a, row0, col0, kc, level),
+            6 => pack_whole::<6>(dst, a, row0, col0, kc, level),
+            8 => pack_whole::<8>(dst, a, row0, col0, kc, level),
+            16 => pack_whole::<16>(dst, a, row0, col0, kc, level),
+            32 => pack_whole::<32>(dst, a, row0, col0, kc, level),
             _ => false,
         };
         if done {
@@ -102,7 +116,14 @@ pub(crate) fn pack_sliver(
 }
 
 /// A whole `MR`-row sliver from a layout with a unit stride; `false` if neither stride is 1.
-fn pack_whole<const MR: usize>(dst: &mut [f32], a: Operand<'_>, row0: usize, col0: usize, kc: usize) -> bool {
+fn pack_whole<const MR: usize>(
+    dst: &mut [f32],
+    a: Operand<'_>,
+    row0: usize,
+    col0: usize,
+    kc: usize,
+    level: SimdLevel,
+) -> bool {
     let base = row0 * a.rs + col0 * a.cs;
     if a.rs == 1 {
         for (p, out) in dst.chunks_exact_mut(MR).enumerate() {
@@ -115,8 +136,8 @@ fn pack_whole<const MR: usize>(dst: &mut [f32], a: Operand<'_>, row0: usize, col
         // MR row streams read in step, one contiguous MR-float write per step.
         let rows: [&[f32]; MR] = std::array::from_fn(|r| &a.data[base + r * a.rs..base + r * a.rs + kc]);
         #[cfg(target_arch = "x86_64")]
-        if matches!(MR, 6 | 8 | 16) && crate::simd::active() >= crate::SimdLevel::Avx2 {
-            // SAFETY: AVX2 is available (checked); `rows` hold kc floats each and `dst` MR·kc.
+        if matches!(MR, 6 | 8 | 16) && level >= SimdLevel::Avx2 {
+            // SAFETY: AVX2 is available (the caller's level, which the CPU supports); `rows` hold kc floats each and `dst` MR·kc.
             unsafe { avx2::transpose_pack(&mut dst[..MR * kc], &rows, kc) };
             return true;
         }
@@ -187,7 +208,17 @@ mod avx2 {
 
 /// Packs an `len × kc` block (starting at `(row0, col0)`) of `a` into `ceil(len/mr)`
 /// consecutive slivers.
-pub(crate) fn pack_block(dst: &mut [f32], a: Operand<'_>, row0: usize, len: usize, col0: usize, kc: usize, mr: usize) {
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pack_block(
+    dst: &mut [f32],
+    a: Operand<'_>,
+    row0: usize,
+    len: usize,
+    col0: usize,
+    kc: usize,
+    mr: usize,
+    level: SimdLevel,
+) {
     let slivers = len.div_ceil(mr);
     if a.rs == 1 && len > mr && kc > 0 {
         // Contiguous along m: walk each of the kc source lines once, front to back, and deal
@@ -214,7 +245,7 @@ pub(crate) fn pack_block(dst: &mut [f32], a: Operand<'_>, row0: usize, len: usiz
     }
     for (s, out) in dst.chunks_exact_mut(mr * kc.max(1)).take(slivers).enumerate() {
         let r0 = s * mr;
-        pack_sliver(out, a, row0 + r0, (len - r0).min(mr), col0, kc, mr);
+        pack_sliver(out, a, row0 + r0, (len - r0).min(mr), col0, kc, mr, level);
     }
 }
 
@@ -320,10 +351,10 @@ mod tests {
         }
         for op in ops {
             let mut dst = vec![f32::NAN; 16];
-            pack_block(&mut dst, op, 1, 4, 1, 2, 4);
+            pack_block(&mut dst, op, 1, 4, 1, 2, 4, SimdLevel::Portable);
             assert_eq!(dst[..8], want[..8]);
             let mut dst = vec![f32::NAN; 16];
-            pack_block(&mut dst, op, 1, 3, 1, 2, 4);
+            pack_block(&mut dst, op, 1, 3, 1, 2, 4, SimdLevel::Portable);
             let mut w = want[..8].to_vec();
             w[3] = 0.0;
             w[7] = 0.0;
@@ -340,11 +371,13 @@ mod tests {
                 let rs = kc + 3;
                 let data: Vec<f32> = (0..mr * rs + 5).map(|i| i as f32 * 0.5 - 3.0).collect();
                 let a = Operand { data: &data, rs, cs: 1 };
-                let mut dst = vec![f32::NAN; mr * kc];
-                pack_sliver(&mut dst, a, 0, mr, 0, kc, mr);
-                for p in 0..kc {
-                    for r in 0..mr {
-                        assert_eq!(dst[p * mr + r], data[r * rs + p], "mr {mr} kc {kc} p {p} r {r}");
+                for level in SimdLevel::supported() {
+                    let mut dst = vec![f32::NAN; mr * kc];
+                    pack_sliver(&mut dst, a, 0, mr, 0, kc, mr, level);
+                    for p in 0..kc {
+                        for r in 0..mr {
+                            assert_eq!(dst[p * mr + r], data[r * rs + p], "{level:?} mr {mr} kc {kc} p {p} r {r}");
+                        }
                     }
                 }
             }
