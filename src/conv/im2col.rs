@@ -330,7 +330,9 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
             return;
         }
         with_scratch(cg * pad.plane(), |xp| {
-            pad.fill(g, xg, cg, xp);
+            // The copy split like the GEMM, when the GEMM runs threaded.
+            pad.fill_parallel(g, xg, cg, xp, inner.threads_for(per_job));
+            let xp = &*xp;
             with_index_scratch(crs_len, |tap_off| {
                 pad.tap_offsets(g, tap_off);
                 run(&Im2colRows { xp, pad: &pad, tap_off, geo: g, image_stride: 0 });

@@ -3,6 +3,7 @@
 
 use super::kernels::V;
 use crate::geometry::Conv2dGeometry;
+use crate::parallel::{for_each_part, SharedMut};
 
 /// The zero-padded copy of one group's input channels that a job reads from, split by
 /// column phase: with horizontal stride `sw`, padded column `col` is stored in phase
@@ -54,14 +55,37 @@ impl Padded {
         }
     }
 
+    /// [`Padded::fill`] in `parts` blocks of channels, run side by side.
+    pub fn fill_parallel(&self, g: &Conv2dGeometry, x: &[f32], channels: usize, buf: &mut [f32], parts: usize) {
+        let parts = parts.clamp(1, channels.max(1));
+        if parts == 1 {
+            return self.fill(g, x, channels, buf);
+        }
+        let (plane, plane_in) = (self.plane(), g.h.input * g.w.input);
+        let buf = &mut buf[..channels * plane];
+        let shared = SharedMut::new(buf);
+        for_each_part(parts, |part| {
+            let (c0, c1) = (channels * part / parts, channels * (part + 1) / parts);
+            // SAFETY: channels c0..c1 (c1 ≤ channels) of the buffer are this part's alone.
+            let mine = unsafe { std::slice::from_raw_parts_mut(shared.get().add(c0 * plane), (c1 - c0) * plane) };
+            self.fill(g, &x[c0 * plane_in..c1 * plane_in], c1 - c0, mine);
+        });
+    }
+
     /// Copies `channels` planes of `x` (each `H × W`) into `buf`, padding zeroed.
     pub fn fill(&self, g: &Conv2dGeometry, x: &[f32], channels: usize, buf: &mut [f32]) {
         let (h, w) = (&g.h, &g.w);
         let buf = &mut buf[..channels * self.plane()];
-        buf.fill(0.0);
+        let (top, rows) = (h.pad_before * self.row_len(), h.input * self.row_len());
         for c in 0..channels {
+            // Padding rows zeroed; each input row zeroed just before its copy (in L1 then,
+            // where a memset of the whole buffer first would stream it through twice).
+            let chan = &mut buf[c * self.plane()..(c + 1) * self.plane()];
+            chan[..top].fill(0.0);
+            chan[top + rows..].fill(0.0);
             for ih in 0..h.input {
                 let row = &mut buf[c * self.plane() + (h.pad_before + ih) * self.row_len()..][..self.row_len()];
+                row.fill(0.0);
                 let src = &x[(c * h.input + ih) * w.input..(c * h.input + ih + 1) * w.input];
                 if self.phases == 1 {
                     row[w.pad_before..w.pad_before + w.input].copy_from_slice(src);
