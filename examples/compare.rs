@@ -1,5 +1,7 @@
 //! Compares convolution algorithms and stride/padding variants on a suite of real layer
-//! shapes: forward, backward-data and backward-weight, 1 thread and all threads.
+//! shapes: forward, backward-data and backward-weight, 1 thread and all threads. The
+//! `forward_packed` pass is the forward with the weights packed once beforehand
+//! (`Conv2dPlan::pack_weights`, as an inference session would), `forward` packs per call.
 //!
 //! ```sh
 //! cargo run --release --example compare                 # table
@@ -39,7 +41,7 @@ fn main() -> convkit::Result<()> {
     };
     let only: Option<Vec<String>> = arg(&args, "--only").map(|s| s.split(',').map(String::from).collect());
     let passes: Vec<String> = arg(&args, "--passes")
-        .unwrap_or_else(|| "forward,backward_data,backward_weight".into())
+        .unwrap_or_else(|| "forward,forward_packed,backward_data,backward_weight".into())
         .split(',')
         .map(String::from)
         .collect();
@@ -83,6 +85,12 @@ fn main() -> convkit::Result<()> {
                     let secs = with_threads(t, || match pass.as_str() {
                         "forward" => {
                             measure(&mut || plan.forward_into(&x, &w, Some(&b), false, black_box(&mut y)).unwrap())
+                        }
+                        "forward_packed" => {
+                            let packed = plan.pack_weights(&w).unwrap();
+                            measure(&mut || {
+                                plan.forward_packed_into(&x, &packed, Some(&b), false, black_box(&mut y)).unwrap()
+                            })
                         }
                         "backward_data" => {
                             measure(&mut || plan.backward_data_into(&dy, &w, black_box(&mut dx)).unwrap())

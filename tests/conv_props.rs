@@ -69,6 +69,14 @@ fn check_case(case: &ConvCase, algorithm: Algorithm, level: SimdLevel) -> Result
     let mut fused = Tensor::zeros(&g.output_shape()).unwrap();
     plan.forward_into(&x, &w, Some(&b), true, &mut fused).unwrap();
     check_tol(&tag("forward+relu"), &fused, &r::relu(&want), fwd_tol)?;
+    // Weights packed once give bitwise the plain forward's result, fused or not.
+    let packed = plan.pack_weights(&w).unwrap();
+    let plain = plan.forward(&x, &w, Some(&b)).unwrap();
+    let from_packed = plan.forward_packed(&x, &packed, Some(&b)).unwrap();
+    prop_assert_eq!(from_packed.data(), plain.data(), "{}", tag("packed"));
+    let mut fused_packed = Tensor::zeros(&g.output_shape()).unwrap();
+    plan.forward_packed_into(&x, &packed, Some(&b), true, &mut fused_packed).unwrap();
+    prop_assert_eq!(fused_packed.data(), fused.data(), "{}", tag("packed+relu"));
     let want = r::conv2d_backward_data(&dy, &w, &case.input_shape, &case.params).unwrap();
     let terms = g.k_per_group() * g.h.kernel * g.w.kernel;
     // Backward-data may run as a forward convolution that Auto gives to Winograd4.
@@ -290,6 +298,40 @@ fn five_pixel_tiles_match_the_reference() {
             check_case(&case, Algorithm::Direct, level).unwrap();
         }
     }
+}
+
+/// Packed weights run only on plans with the algorithm, instruction set and weight shape
+/// they were packed for; anything else is an error naming both, never a wrong result.
+#[test]
+fn packed_weights_belong_to_their_plan() {
+    let p = Conv2dParams::default().padding(Padding::uniform(1));
+    let (xs, ws) = ([1, 32, 8, 8], [32, 32, 3, 3]);
+    let plan = |a: Algorithm| Conv2dPlan::new(&xs, &ws, &p, &ConvOptions::default().algorithm(a)).unwrap();
+    let w = Tensor::from_fn(&ws, |i| (i % 7) as f32 * 0.1).unwrap();
+    let x = Tensor::from_fn(&xs, |i| (i % 5) as f32 - 2.0).unwrap();
+    let w4 = plan(Algorithm::Winograd4).pack_weights(&w).unwrap();
+    assert_eq!(w4.algorithm(), Algorithm::Winograd4);
+    for other in [Algorithm::Im2col, Algorithm::Winograd, Algorithm::Direct] {
+        let err = plan(other).forward_packed(&x, &w4, None).unwrap_err().to_string();
+        assert!(err.contains("winograd4") && err.contains(other.name()), "{err}");
+    }
+    // Another batch and image size that plans the same algorithm takes the same weights.
+    let big =
+        Conv2dPlan::new(&[2, 32, 16, 16], &ws, &p, &ConvOptions::default().algorithm(Algorithm::Winograd4)).unwrap();
+    let x2 = Tensor::from_fn(&[2, 32, 16, 16], |i| (i % 3) as f32).unwrap();
+    assert_eq!(big.forward_packed(&x2, &w4, None).unwrap().data(), big.forward(&x2, &w, None).unwrap().data());
+    // A weight of another shape is refused when packing, and its packing by another plan.
+    let narrow = Tensor::zeros(&[16, 32, 3, 3]).unwrap();
+    assert!(matches!(plan(Algorithm::Im2col).pack_weights(&narrow), Err(Error::Shape { .. })));
+    let other =
+        Conv2dPlan::new(&xs, &[16, 32, 3, 3], &p, &ConvOptions::default().algorithm(Algorithm::Im2col)).unwrap();
+    let packed = other.pack_weights(&narrow).unwrap();
+    assert!(matches!(plan(Algorithm::Im2col).forward_packed(&x, &packed, None), Err(Error::Shape { .. })));
+    assert!(matches!(plan(Algorithm::Im2col).forward_packed(&xs_wrong(), &w4, None), Err(Error::Shape { .. })));
+}
+
+fn xs_wrong() -> Tensor {
+    Tensor::zeros(&[1, 31, 8, 8]).unwrap()
 }
 
 #[test]

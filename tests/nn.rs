@@ -431,3 +431,31 @@ fn optimizer_steps_follow_their_formulas() {
         }
     }
 }
+
+/// Inference keeps the weights packed for the plan's algorithm (Winograd4 here), and drops
+/// them when the weights may change: after `params()` the next inference sees the new
+/// weights, and equals a fresh plan's forward bitwise.
+#[test]
+fn packed_inference_weights_follow_weight_changes() {
+    use convkit::conv::{Algorithm, Conv2dPlan, ConvOptions};
+    use convkit::{Conv2dParams, Padding};
+    let mut layer = Conv2d::new(32, 32, 3, 1, 3);
+    let x = data(&[2, 32, 12, 12], 5);
+    let p = Conv2dParams::default().padding(Padding::uniform(1));
+    let plan = Conv2dPlan::new(x.shape(), &[32, 32, 3, 3], &p, &ConvOptions::default()).unwrap();
+    assert_eq!(plan.algorithm(), Algorithm::Winograd4);
+    let fresh = |l: &mut Conv2d| {
+        let ps = l.params();
+        plan.forward(&x, ps[0].value, Some(&*ps[1].value)).unwrap()
+    };
+    let before = layer.infer(&x).unwrap();
+    assert_eq!(before.data(), fresh(&mut layer).data());
+    for p in layer.params() {
+        p.value.data_mut().iter_mut().enumerate().for_each(|(i, v)| *v = *v * 2.0 + (i % 3) as f32 * 0.01);
+    }
+    let after = layer.infer(&x).unwrap();
+    assert_ne!(after.data(), before.data());
+    assert_eq!(after.data(), fresh(&mut layer).data());
+    // A training forward uses the weights as they are too.
+    assert_eq!(layer.forward(&x, true).unwrap().data(), after.data());
+}

@@ -51,33 +51,55 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
     if g.n == 0 || g.h.output == 0 || g.w.output == 0 {
         return;
     }
+    with_scratch2(crs * k, |wt| {
+        pack(g, w, wt);
+        forward_packed(plan, x, wt, bias, relu, y);
+    });
+}
+
+/// The weights transposed for the kernel: `wt[t·K + kk] = w[kk, t]` (`C·R·S × K` floats).
+pub(super) fn pack(g: &Conv2dGeometry, w: &[f32], wt: &mut [f32]) {
+    let (crs, k) = (g.reduction_len(), g.k);
+    for kk in 0..k {
+        for t in 0..crs {
+            wt[t * k + kk] = w[kk * crs + t];
+        }
+    }
+}
+
+/// The forward pass with the weights already transposed by [`pack`].
+pub(super) fn forward_packed(
+    plan: &Conv2dPlan,
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
+) {
+    let g = &plan.geo;
+    let crs = g.reduction_len();
+    if g.n == 0 || g.h.output == 0 || g.w.output == 0 {
+        return;
+    }
     let pad = Padded::new(g);
     let plane_in = g.h.input * g.w.input;
-    with_scratch2(crs * k, |wt| {
-        for kk in 0..k {
-            for t in 0..crs {
-                wt[t * k + kk] = w[kk * crs + t];
-            }
+    with_index_scratch(crs, |tap_off| {
+        pad.tap_offsets(g, tap_off);
+        let reach = tap_off.iter().copied().max().unwrap_or(0);
+        let ctx = Ctx { g, pad: &pad, wt, tap_off, reach, bias, relu, y: SharedMut::new(y) };
+        let image = |n: usize| {
+            with_scratch(g.c * pad.plane(), |xp| {
+                pad.fill(g, &x[n * g.c * plane_in..(n + 1) * g.c * plane_in], g.c, xp);
+                for oh in 0..g.h.output {
+                    row(plan.level, &ctx, xp, n, oh);
+                }
+            });
+        };
+        if plan.parallelism.threads_for(g.flops()) > 1 && g.n > 1 {
+            for_each_part(g.n, image);
+        } else {
+            (0..g.n).for_each(image);
         }
-        let wt: &[f32] = wt;
-        with_index_scratch(crs, |tap_off| {
-            pad.tap_offsets(g, tap_off);
-            let reach = tap_off.iter().copied().max().unwrap_or(0);
-            let ctx = Ctx { g, pad: &pad, wt, tap_off, reach, bias, relu, y: SharedMut::new(y) };
-            let image = |n: usize| {
-                with_scratch(g.c * pad.plane(), |xp| {
-                    pad.fill(g, &x[n * g.c * plane_in..(n + 1) * g.c * plane_in], g.c, xp);
-                    for oh in 0..g.h.output {
-                        row(plan.level, &ctx, xp, n, oh);
-                    }
-                });
-            };
-            if plan.parallelism.threads_for(g.flops()) > 1 && g.n > 1 {
-                for_each_part(g.n, image);
-            } else {
-                (0..g.n).for_each(image);
-            }
-        });
     });
 }
 

@@ -44,9 +44,9 @@ pub(super) fn unsupported_reason(g: &Conv2dGeometry) -> Option<String> {
 }
 
 /// `U[ξ][k][c]` for every group, laid out `[group][ξ][K/G][C/G]`.
-fn transform_filters(g: &Conv2dGeometry, w: &[f32]) -> Vec<f32> {
+pub(super) fn transform_filters(g: &Conv2dGeometry, w: &[f32]) -> Vec<f32> {
     let (cg, kg) = (g.c_per_group(), g.k_per_group());
-    let mut u = vec![0.0f32; g.groups * 16 * kg * cg];
+    let mut u = vec![0.0f32; packed_len(g)];
     for grp in 0..g.groups {
         for kk in 0..kg {
             for c in 0..cg {
@@ -78,13 +78,26 @@ const L: usize = 8;
 
 pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool, y: &mut [f32]) {
     let g = &plan.geo;
+    if g.n == 0 || g.k == 0 || g.h.output == 0 || g.w.output == 0 {
+        return;
+    }
+    forward_packed(plan, x, &transform_filters(g, w), bias, relu, y);
+}
+
+/// Floats of the transformed filters ([`transform_filters`]'s output).
+pub(super) fn packed_len(g: &Conv2dGeometry) -> usize {
+    g.groups * 16 * g.k_per_group() * g.c_per_group()
+}
+
+/// The forward pass with the filters already transformed by [`transform_filters`].
+pub(super) fn forward_packed(plan: &Conv2dPlan, x: &[f32], u: &[f32], bias: Option<&[f32]>, relu: bool, y: &mut [f32]) {
+    let g = &plan.geo;
     let (cg, kg) = (g.c_per_group(), g.k_per_group());
     let (oh_n, ow_n) = (g.h.output, g.w.output);
     let (th, tw) = (oh_n.div_ceil(2), ow_n.div_ceil(2));
     if g.n == 0 || kg == 0 || th == 0 || tw == 0 {
         return;
     }
-    let u = transform_filters(g, w);
     // A job is a band of whole tile rows of one (image, group): at most TILE_CHUNK tiles,
     // and a multiple of 4 bands (when there are more than one), so that two or four threads
     // get equal shares of a single image (7 bands had split 4 : 3). The bands depend on the

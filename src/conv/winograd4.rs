@@ -153,17 +153,37 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
     if g.n == 0 || g.k == 0 || g.h.output == 0 || g.w.output == 0 {
         return;
     }
-    let nr = crate::gemm::engine(plan.level).blocking.nr;
-    let u_len = g.groups * 36 * g.k_per_group().div_ceil(nr) * g.c_per_group() * nr;
-    let threads = plan.parallelism.threads_for(g.flops() / 4.0);
-    with_scratch2(u_len, |u| {
-        transform_filters(g, w, nr, u, threads);
-        if (g.h.dilation, g.w.dilation) != (1, 1) {
-            forward_dilated(plan, x, u, bias, relu, y);
-        } else {
-            run(plan, x, u, bias, relu, y);
-        }
+    with_scratch2(packed_len(plan), |u| {
+        pack(plan, w, u);
+        forward_packed(plan, x, u, bias, relu, y);
     });
+}
+
+/// Floats of the transformed filters `U` ([`pack`]'s output).
+pub(super) fn packed_len(plan: &Conv2dPlan) -> usize {
+    let (g, nr) = (&plan.geo, crate::gemm::engine(plan.level).blocking.nr);
+    g.groups * 36 * g.k_per_group().div_ceil(nr) * g.c_per_group() * nr
+}
+
+/// The filters transformed into `u` (`packed_len` floats): the micro-kernel's packed-B
+/// slivers of `U = G·f·Gᵀ` per point, for every call of [`forward_packed`].
+pub(super) fn pack(plan: &Conv2dPlan, w: &[f32], u: &mut [f32]) {
+    let g = &plan.geo;
+    let nr = crate::gemm::engine(plan.level).blocking.nr;
+    transform_filters(g, w, nr, u, plan.parallelism.threads_for(g.flops() / 4.0));
+}
+
+/// The forward pass with the filters already transformed by [`pack`].
+pub(super) fn forward_packed(plan: &Conv2dPlan, x: &[f32], u: &[f32], bias: Option<&[f32]>, relu: bool, y: &mut [f32]) {
+    let g = &plan.geo;
+    if g.n == 0 || g.k == 0 || g.h.output == 0 || g.w.output == 0 {
+        return;
+    }
+    if (g.h.dilation, g.w.dilation) != (1, 1) {
+        forward_dilated(plan, x, u, bias, relu, y);
+    } else {
+        run(plan, x, u, bias, relu, y);
+    }
 }
 
 /// The undilated forward with the filters already transformed into `u`.

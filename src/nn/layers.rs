@@ -1,20 +1,24 @@
 //! The layers.
 
 use super::{Init, Layer, Param};
-use crate::conv::{Conv2dPlan, ConvOptions};
+use crate::conv::{Conv2dPlan, ConvOptions, PackedWeights};
 use crate::error::{expect_shape, Error, Result};
 use crate::gemm::{gemm, Bias, GemmParams, MatMut, MatRef};
 use crate::geometry::{Conv2dParams, Padding, Pool2dGeometry, Pool2dParams};
 use crate::{pool, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::sync::{Arc, PoisonError, RwLock};
 
 fn not_trained(layer: &str) -> Error {
     Error::param(format!("{layer} backward"), "called", "before a training forward pass (forward(x, true))")
 }
 
 /// 2-D convolution with optional bias; runs on the [`crate::conv`] kernels (a plan per
-/// input shape, kept until the shape changes).
+/// input shape, kept until the shape changes). Inference ([`Layer::infer`]) packs the
+/// weights once for the plan's algorithm ([`Conv2dPlan::pack_weights`]: the Winograd
+/// filter transforms) and keeps them until the weights or options change; training passes
+/// use the weights as they are at each step.
 pub struct Conv2d {
     weight: Tensor,
     bias: Option<Tensor>,
@@ -24,6 +28,8 @@ pub struct Conv2d {
     opts: ConvOptions,
     plan: Option<(Vec<usize>, Conv2dPlan)>,
     input: Option<Tensor>,
+    /// Weights packed for inference, dropped whenever the weights can change.
+    packed: RwLock<Option<Arc<PackedWeights>>>,
 }
 
 impl Conv2d {
@@ -72,6 +78,7 @@ impl Conv2d {
             opts: ConvOptions::default(),
             plan: None,
             input: None,
+            packed: RwLock::new(None),
         })
     }
 
@@ -79,6 +86,7 @@ impl Conv2d {
     pub fn options(mut self, opts: ConvOptions) -> Self {
         self.opts = opts;
         self.plan = None;
+        *self.packed.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
         self
     }
 
@@ -88,8 +96,8 @@ impl Conv2d {
     }
 
     /// The forward pass through the cached plan (or a fresh one for another shape), with
-    /// ReLU fused if asked.
-    fn run_forward(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+    /// ReLU fused if asked; with the packed weights when `packed` (inference).
+    fn run_forward(&self, x: &Tensor, relu: bool, packed: bool) -> Result<Tensor> {
         let fresh;
         let plan = match &self.plan {
             Some((s, p)) if s == x.shape() => p,
@@ -99,8 +107,25 @@ impl Conv2d {
             }
         };
         let mut y = Tensor::for_overwrite(&plan.geometry().output_shape())?;
-        plan.forward_into(x, &self.weight, self.bias.as_ref(), relu, &mut y)?;
+        if packed {
+            let weights = self.packed_for(plan)?;
+            plan.forward_packed_into(x, &weights, self.bias.as_ref(), relu, &mut y)?;
+        } else {
+            plan.forward_into(x, &self.weight, self.bias.as_ref(), relu, &mut y)?;
+        }
         Ok(y)
+    }
+
+    /// The weights packed for `plan`'s algorithm: the kept ones, or packed now and kept.
+    /// (Several threads may pack at once; each packing is the same, the last one is kept.)
+    fn packed_for(&self, plan: &Conv2dPlan) -> Result<Arc<PackedWeights>> {
+        let kept = self.packed.read().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(p) = kept.filter(|p| plan.accepts(p)) {
+            return Ok(p);
+        }
+        let p = Arc::new(plan.pack_weights(&self.weight)?);
+        *self.packed.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&p));
+        Ok(p)
     }
 
     /// Makes sure the cached plan is for `shape`.
@@ -126,17 +151,18 @@ impl Layer for Conv2d {
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.ensure_plan(x.shape())?;
-        let y = self.infer(x)?;
+        // Training changes the weights after every step: packing them would not be reused.
+        let y = self.run_forward(x, false, !train)?;
         self.input = train.then(|| x.clone());
         Ok(y)
     }
 
     fn infer(&self, x: &Tensor) -> Result<Tensor> {
-        self.run_forward(x, false)
+        self.run_forward(x, false, true)
     }
 
     fn infer_relu(&self, x: &Tensor) -> Option<Result<Tensor>> {
-        Some(self.run_forward(x, true))
+        Some(self.run_forward(x, true, true))
     }
 
     fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
@@ -163,6 +189,8 @@ impl Layer for Conv2d {
     }
 
     fn params(&mut self) -> Vec<Param<'_>> {
+        // The caller may change the weights: the packed copy is stale from here.
+        *self.packed.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
         let mut v = vec![Param { name: "weight", value: &mut self.weight, grad: &mut self.grad_w, decay: true }];
         if let (Some(b), Some(gb)) = (&mut self.bias, &mut self.grad_b) {
             v.push(Param { name: "bias", value: b, grad: gb, decay: false });
@@ -184,6 +212,7 @@ impl Layer for Conv2d {
             opts: self.opts,
             plan: None,
             input: None,
+            packed: RwLock::new(None),
         }))
     }
 }
