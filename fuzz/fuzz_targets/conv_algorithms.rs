@@ -66,6 +66,9 @@ fuzz_target!(|bytes: &[u8]| {
         let bwd_tol = |k: usize| Tolerance::reduction(k + 1).with_scale(2.0).loosen(16.0);
         let y = plan.forward(&x, &w, Some(&b)).unwrap();
         tol(g.reduction_len()).check("forward", y.data(), want.data()).unwrap();
+        // Weights packed once: bitwise the per-call forward.
+        let packed = plan.pack_weights(&w).unwrap();
+        assert_eq!(plan.forward_packed(&x, &packed, Some(&b)).unwrap().data(), y.data(), "packed forward");
         let dx = plan.backward_data(&dy, &w).unwrap();
         bwd_tol(g.k_per_group() * g.h.kernel * g.w.kernel).check("backward_data", dx.data(), want_dx.data()).unwrap();
         let dw = plan.backward_weight(&x, &dy).unwrap();
