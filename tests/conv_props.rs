@@ -207,6 +207,32 @@ fn kvec_case() -> impl Strategy<Value = ConvCase> {
         )
 }
 
+/// Long reductions (252 to 567 taps) and wide channel counts (8 to 128, odd vectors) on
+/// one image: the channel-vectorised kernel's panels and row bands up to its 64 channels,
+/// the output-width kernel beyond.
+fn kvec_long_case() -> impl Strategy<Value = ConvCase> {
+    (28usize..64, 1usize..17, 1usize..3, 0usize..3, 3usize..12, 3usize..12, any::<u64>()).prop_filter_map(
+        "fits",
+        |(c, kv, stride, pad, ih, iw, seed)| {
+            let params = Conv2dParams::default().stride(stride, stride).padding(Padding::uniform(pad));
+            let (input_shape, weight_shape) = ([1, c, ih, iw], [8 * kv, c, 3, 3]);
+            let geometry = convkit::Conv2dGeometry::new(&input_shape, &weight_shape, &params).ok()?;
+            Some(ConvCase { input_shape, weight_shape, params, geometry, seed })
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(24), ..ProptestConfig::default() })]
+
+    #[test]
+    fn channel_vectorised_long_reductions_match_the_reference(case in kvec_long_case()) {
+        for level in SimdLevel::supported() {
+            check_case(&case, Algorithm::Direct, level)?;
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(64), ..ProptestConfig::default() })]
 
