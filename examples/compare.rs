@@ -72,7 +72,7 @@ fn main() -> convkit::Result<()> {
                 Err(_) => continue, // e.g. depthwise on a dense layer
             };
             let label = match algorithm {
-                Algorithm::Auto => format!("auto ({})", plan.algorithm().name()),
+                Algorithm::Auto | Algorithm::Measured => format!("{} ({})", algorithm.name(), plan.algorithm().name()),
                 a => a.name().to_string(),
             };
             let flops = plan.geometry().flops();

@@ -46,7 +46,7 @@ impl Padding {
 }
 
 /// One spatial axis after padding is resolved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Axis {
     /// Input size.
     pub input: usize,
@@ -183,7 +183,7 @@ impl Conv2dParams {
 /// per-axis geometry. Kernels take this and trust it.
 ///
 /// Input `[N, C, H, W]`, weight `[K, C/groups, R, S]`, output `[N, K, OH, OW]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv2dGeometry {
     /// Batch size N.
     pub n: usize,

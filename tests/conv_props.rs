@@ -223,6 +223,18 @@ fn kvec_long_case() -> impl Strategy<Value = ConvCase> {
 }
 
 proptest! {
+    // Each case times every candidate for ≥ 20 ms once: few cases.
+    #![proptest_config(ProptestConfig { cases: cases(8), ..ProptestConfig::default() })]
+
+    #[test]
+    fn measured_choice_matches_the_reference(case in conv_case(3, 5, 10)) {
+        for level in SimdLevel::supported() {
+            check_case(&case, Algorithm::Measured, level)?;
+        }
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig { cases: cases(24), ..ProptestConfig::default() })]
 
     #[test]

@@ -72,7 +72,7 @@ pub(super) fn data(plan: &Conv2dPlan, dy: &[f32], w: &[f32], dx: &mut [f32]) {
         let wt = transpose_weight(g, w);
         let tg = t.geo;
         match t.algorithm {
-            Algorithm::Im2col | Algorithm::Auto => im2col::forward(t, dy, &wt, None, false, dx),
+            Algorithm::Im2col | Algorithm::Auto | Algorithm::Measured => im2col::forward(t, dy, &wt, None, false, dx),
             Algorithm::Direct | Algorithm::Depthwise => direct::forward(t, dy, &wt, None, false, dx),
             Algorithm::Winograd => winograd::forward(t, dy, &wt, None, false, dx),
             Algorithm::Winograd4 => winograd4::forward(t, dy, &wt, None, false, dx),

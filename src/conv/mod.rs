@@ -40,6 +40,7 @@ mod im2col;
 mod kernels;
 mod kvec_bw;
 mod kvec_fwd;
+mod measured;
 mod padded;
 mod phase_rows;
 mod scratch;
@@ -70,6 +71,13 @@ pub enum Algorithm {
     /// undilated convolution of its input's dilation phases); 36 instead of 144
     /// multiplications per 4×4 output tile and channel pair, at a larger rounding error.
     Winograd4,
+    /// Measured: the first plan of a shape (per instruction set and thread count) times
+    /// the forward pass of every algorithm that can run it and keeps the fastest for the
+    /// rest of the process (`Auto`'s choice unless another is more than 5% faster).
+    /// Planning that shape the first time costs a few calls of each candidate. The choice
+    /// depends on timing, so two runs (or two thread counts) may choose differently and
+    /// round differently; use `Auto` or an explicit algorithm for reproducible bits.
+    Measured,
 }
 
 impl Algorithm {
@@ -81,6 +89,7 @@ impl Algorithm {
     pub fn name(self) -> &'static str {
         match self {
             Algorithm::Auto => "auto",
+            Algorithm::Measured => "measured",
             Algorithm::Im2col => "im2col",
             Algorithm::Direct => "direct",
             Algorithm::Depthwise => "depthwise",
@@ -91,13 +100,16 @@ impl Algorithm {
 
     /// Parses a name as [`Algorithm::name`] spells it.
     pub fn from_name(s: &str) -> Option<Self> {
-        [Algorithm::Auto].into_iter().chain(Algorithm::EXPLICIT).find(|a| a.name().eq_ignore_ascii_case(s))
+        [Algorithm::Auto, Algorithm::Measured]
+            .into_iter()
+            .chain(Algorithm::EXPLICIT)
+            .find(|a| a.name().eq_ignore_ascii_case(s))
     }
 
     /// Why this algorithm cannot run `geo`, if it cannot.
     fn unsupported_reason(self, geo: &Conv2dGeometry) -> Option<String> {
         match self {
-            Algorithm::Auto | Algorithm::Im2col => None,
+            Algorithm::Auto | Algorithm::Measured | Algorithm::Im2col => None,
             Algorithm::Direct => direct::unsupported_reason(geo),
             Algorithm::Winograd => winograd::unsupported_reason(geo),
             Algorithm::Winograd4 => winograd4::unsupported_reason(geo),
@@ -225,6 +237,7 @@ impl Conv2dPlan {
         level.require("conv2d")?;
         let algorithm = match opts.algorithm {
             Algorithm::Auto => select(&geo),
+            Algorithm::Measured => measured::choose(&geo, params, opts, level)?,
             explicit => {
                 if let Some(reason) = explicit.unsupported_reason(&geo) {
                     return Err(Error::Unsupported { algorithm: explicit.name().to_string(), reason });
@@ -294,7 +307,7 @@ impl Conv2dPlan {
     /// The forward pass on checked slices, weights as given.
     fn forward_raw(&self, x: &[f32], w: &[f32], b: Option<&[f32]>, relu: bool, y: &mut [f32]) {
         match self.algorithm {
-            Algorithm::Im2col | Algorithm::Auto => im2col::forward(self, x, w, b, relu, y),
+            Algorithm::Im2col | Algorithm::Auto | Algorithm::Measured => im2col::forward(self, x, w, b, relu, y),
             Algorithm::Direct if kvec_fwd::preferred(&self.geo) => kvec_fwd::forward(self, x, w, b, relu, y),
             Algorithm::Direct | Algorithm::Depthwise => direct::forward(self, x, w, b, relu, y),
             Algorithm::Winograd => winograd::forward(self, x, w, b, relu, y),
