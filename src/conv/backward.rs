@@ -159,9 +159,7 @@ fn col2im(plan: &Conv2dPlan, dcol: &[f32], p0: usize, t: usize, dxg: &mut [f32],
                     if a < b {
                         let src = &row[q + a - ow..q + b - ow];
                         let start = ih * w_in + a * sw + shift - pl;
-                        for (d, &v) in chan[start..].iter_mut().step_by(sw).zip(src) {
-                            *d += v;
-                        }
+                        add_strided(&mut chan[start..start + (src.len() - 1) * sw + 1], src, sw);
                     }
                 }
                 q += run;
@@ -180,6 +178,33 @@ fn col2im(plan: &Conv2dPlan, dcol: &[f32], p0: usize, t: usize, dxg: &mut [f32],
     } else {
         for (c, chan) in dxg.chunks_exact_mut(plane).enumerate() {
             one(c, chan);
+        }
+    }
+}
+
+/// `dst[i·stride] += src[i]` for every `i` (`dst` holds exactly `(len − 1)·stride + 1`
+/// floats), with fixed-stride loops the compiler can unroll: a `step_by` iterator over
+/// `dst` cost ~7 cycles an element (a third of a stride-2 backward-data pass).
+fn add_strided(dst: &mut [f32], src: &[f32], stride: usize) {
+    match stride {
+        1 => {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d += v;
+            }
+        }
+        2 => {
+            // Pairs (the first of each gets an addend), then the last element alone.
+            let (last, pairs) = src.split_last().expect("a non-empty run");
+            let (head, tail) = dst.split_at_mut(dst.len() - 1);
+            for (pair, &v) in head.chunks_exact_mut(2).zip(pairs) {
+                pair[0] += v;
+            }
+            tail[0] += *last;
+        }
+        _ => {
+            for (i, &v) in src.iter().enumerate() {
+                dst[i * stride] += v;
+            }
         }
     }
 }
