@@ -14,7 +14,7 @@
 use super::padded::Padded;
 use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
 use super::Conv2dPlan;
-use crate::gemm::{engine, run_problem, CPtr, Operand, PackSource, Problem, MAX_MR};
+use crate::gemm::{engine, run_problem, transpose_rows, CPtr, Operand, PackSource, Problem, MAX_MR};
 use crate::geometry::Conv2dGeometry;
 use crate::parallel::{for_each_part, Parallelism, SharedMut};
 use crate::SimdLevel;
@@ -181,24 +181,52 @@ impl PackSource for Im2colTaps<'_> {
         col0: usize,
         kc: usize,
         mr: usize,
-        _level: SimdLevel,
+        level: SimdLevel,
+    ) {
+        match mr {
+            8 => self.pack::<8>(dst, row0, len, col0, kc, level),
+            16 => self.pack::<16>(dst, row0, len, col0, kc, level),
+            32 => self.pack::<32>(dst, row0, len, col0, kc, level),
+            _ => unreachable!("no kernel has mr = {mr}"),
+        }
+    }
+}
+
+impl Im2colTaps<'_> {
+    /// Sliver by sliver (`MR` taps), run by run (the pixels of one output row, contiguous
+    /// in the padded copy for every tap): a whole sliver's run is an `MR`-row transpose
+    /// (8×8 register transposes on AVX2); ragged slivers and other levels copy element by
+    /// element, zero-filling the rows past `len`.
+    fn pack<const MR: usize>(
+        &self,
+        dst: &mut [f32],
+        row0: usize,
+        len: usize,
+        col0: usize,
+        kc: usize,
+        level: SimdLevel,
     ) {
         let ow_n = self.geo.w.output;
         let row_step = self.geo.h.stride * self.pad.row_len();
-        let dst = &mut dst[..len.div_ceil(mr) * mr * kc];
-        if !len.is_multiple_of(mr) {
-            dst.fill(0.0);
-        }
-        for row in 0..len {
-            let toff = self.tap_off[row0 + row];
-            let base_out = (row / mr) * kc * mr + row % mr;
-            // Walk the kc pixels as runs along output rows: contiguous in the padded copy.
+        for (sl, out) in dst.chunks_exact_mut(MR * kc).take(len.div_ceil(MR)).enumerate() {
+            let taps = &self.tap_off[row0 + sl * MR..row0 + (sl * MR + MR).min(len)];
+            // Walk the kc pixels as runs along output rows.
             let (mut oh, mut ow, mut q) = (col0 / ow_n, col0 % ow_n, 0);
             while q < kc {
                 let run = (kc - q).min(ow_n - ow);
-                let src = &self.xp[oh * row_step + ow + toff..][..run];
-                for (o, &v) in dst[base_out + q * mr..].iter_mut().step_by(mr).zip(src) {
-                    *o = v;
+                let base = oh * row_step + ow;
+                let steps = &mut out[q * MR..(q + run) * MR];
+                let whole = taps.len() == MR && {
+                    let rows: [&[f32]; MR] = std::array::from_fn(|r| &self.xp[base + taps[r]..][..run]);
+                    transpose_rows::<MR>(steps, &rows, run, level)
+                };
+                if !whole {
+                    for (p, step) in steps.chunks_exact_mut(MR).enumerate() {
+                        for (d, &t) in step.iter_mut().zip(taps) {
+                            *d = self.xp[base + t + p];
+                        }
+                        step[taps.len()..].fill(0.0);
+                    }
                 }
                 q += run;
                 ow = 0;

@@ -37,7 +37,7 @@ pub use blocking::Blocking;
 pub(crate) use blocking::MAX_MR;
 pub(crate) use driver::{run_problem, CPtr, Problem};
 pub use kernels::blocking_for;
-pub(crate) use pack::{Operand, PackSource};
+pub(crate) use pack::{transpose_rows, Operand, PackSource};
 
 /// A read-only matrix view: `rows × cols` elements at `data[i·rs + j·cs]`.
 #[derive(Clone, Copy, Debug)]

@@ -152,6 +152,26 @@ fn pack_whole<const MR: usize>(
     }
 }
 
+/// `dst[p·MR + r] = rows[r][p]` for `p < kc`, `r < MR` (every row holds `kc` floats, `dst`
+/// `MR·kc`) with the AVX2 8×8 register transposes when `level` allows them and `MR` is 6, 8
+/// or 16; `false` (nothing written) otherwise, for the caller's own loop.
+pub(crate) fn transpose_rows<const MR: usize>(
+    dst: &mut [f32],
+    rows: &[&[f32]; MR],
+    kc: usize,
+    level: SimdLevel,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(MR, 6 | 8 | 16) && level >= SimdLevel::Avx2 {
+        // SAFETY: AVX2 is available (the caller's level, which the CPU supports); the
+        // lengths are asserted inside.
+        unsafe { avx2::transpose_pack(&mut dst[..MR * kc], rows, kc) };
+        return true;
+    }
+    let _ = (dst, rows, kc, level);
+    false
+}
+
 /// The transposing copy of [`pack_whole`] (rows contiguous along k, sliver interleaved by
 /// row) as 8×8 register transposes: eight rows' next eight floats in, eight steps' eight
 /// rows out, ~0.2 cycles a float where the scalar interleave took one or two.
