@@ -44,6 +44,7 @@ mod measured;
 mod padded;
 mod phase_rows;
 mod scratch;
+mod strided;
 mod winograd;
 mod winograd4;
 

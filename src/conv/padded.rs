@@ -124,9 +124,8 @@ impl Padded {
                             continue;
                         }
                         let dst = &mut row[ph * self.wq + first / sw..(ph + 1) * self.wq];
-                        for (d, &v) in dst.iter_mut().zip(src[first - pl..].iter().step_by(sw)) {
-                            *d = v;
-                        }
+                        let n = dst.len().min((pl + w.input - first).div_ceil(sw));
+                        super::strided::gather(&mut dst[..n], &src[first - pl..], sw);
                     }
                 }
             }

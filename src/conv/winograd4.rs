@@ -34,6 +34,7 @@
 use super::kernels::store_row;
 use super::phase_rows::PhaseRows;
 use super::scratch::{with_scratch, with_scratch2};
+use super::strided;
 use super::Conv2dPlan;
 use crate::gemm::kernels::TileArgs;
 use crate::geometry::{Axis, Conv2dGeometry, Conv2dParams};
@@ -357,9 +358,7 @@ fn forward_dilated(plan: &Conv2dPlan, x: &[f32], u: &[f32], bias: Option<&[f32]>
                 // (A phase past the input's width has no inputs, and no column to start at.)
                 for (ca, &c0) in cols.iter().zip(&col_at).filter(|(ca, _)| ca.inputs > 0) {
                     let at = c0 + ca.pad_before;
-                    for (d, &v) in drow[at..at + ca.inputs].iter_mut().zip(srow[ca.phase..].iter().step_by(dw)) {
-                        *d = v;
-                    }
+                    strided::gather(&mut drow[at..at + ca.inputs], &srow[ca.phase..], dw);
                 }
             }
         }
@@ -378,9 +377,7 @@ fn forward_dilated(plan: &Conv2dPlan, x: &[f32], u: &[f32], bias: Option<&[f32]>
                 let srow = &src[(r0 + t) * oc_w..][..oc_w];
                 let drow = &mut yp[(ra.first + dh * t) * ow_n..][..ow_n];
                 for (ca, &c0) in cols.iter().zip(&col_at).filter(|(ca, _)| ca.outputs > 0) {
-                    for (d, &v) in drow[ca.first..].iter_mut().step_by(dw).zip(&srow[c0..c0 + ca.outputs]) {
-                        *d = v;
-                    }
+                    strided::scatter(&mut drow[ca.first..], &srow[c0..c0 + ca.outputs], dw);
                 }
             }
         }
