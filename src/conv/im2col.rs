@@ -19,6 +19,19 @@ use crate::geometry::Conv2dGeometry;
 use crate::parallel::{for_each_part, Parallelism, SharedMut};
 use crate::SimdLevel;
 
+/// `$pack::<MR>(args)` for the kernel's sliver height `mr` (the packers' fixed-size copies
+/// need it at compile time).
+macro_rules! by_mr {
+    ($s:ident.$pack:ident($($arg:expr),*), $mr:expr) => {
+        match $mr {
+            8 => $s.$pack::<8>($($arg),*),
+            16 => $s.$pack::<16>($($arg),*),
+            32 => $s.$pack::<32>($($arg),*),
+            mr => unreachable!("no kernel has mr = {mr}"),
+        }
+    };
+}
+
 /// `Colᵀ` of one image and group: row `i` = output pixel `(i / OW, i % OW)`, column `j` =
 /// tap `(c, r, s)`, read from the group's [`Padded`] copy `xp`: pixel `(oh, ow)` at tap `t`
 /// is `xp[oh·sh·row_len + ow + tap_off[t]]`, so the pixels of one output row are
@@ -45,12 +58,7 @@ impl PackSource for Im2colRows<'_> {
         mr: usize,
         level: SimdLevel,
     ) {
-        match mr {
-            8 => self.pack::<8>(dst, row0, len, col0, kc, level),
-            16 => self.pack::<16>(dst, row0, len, col0, kc, level),
-            32 => self.pack::<32>(dst, row0, len, col0, kc, level),
-            _ => unreachable!("no kernel has mr = {mr}"),
-        }
+        by_mr!(self.pack(dst, row0, len, col0, kc, level), mr)
     }
 }
 
@@ -183,12 +191,7 @@ impl PackSource for Im2colTaps<'_> {
         mr: usize,
         level: SimdLevel,
     ) {
-        match mr {
-            8 => self.pack::<8>(dst, row0, len, col0, kc, level),
-            16 => self.pack::<16>(dst, row0, len, col0, kc, level),
-            32 => self.pack::<32>(dst, row0, len, col0, kc, level),
-            _ => unreachable!("no kernel has mr = {mr}"),
-        }
+        by_mr!(self.pack(dst, row0, len, col0, kc, level), mr)
     }
 }
 

@@ -37,58 +37,40 @@ pub(super) fn gather(dst: &mut [f32], src: &[f32], stride: usize) {
 /// `dst[i·stride] = src[i]` for every `i < src.len()` whose target exists (the floats
 /// between are untouched).
 pub(super) fn scatter(dst: &mut [f32], src: &[f32], stride: usize) {
-    fn each<const S: usize>(dst: &mut [f32], src: &[f32]) {
-        let n = src.len().min(dst.len().div_ceil(S));
-        if n == 0 {
-            return;
-        }
-        let (head, tail) = dst.split_at_mut((n - 1) * S);
-        for (c, &v) in head.chunks_exact_mut(S).zip(src) {
-            c[0] = v;
-        }
-        tail[0] = src[n - 1];
+    if stride == 1 {
+        let n = dst.len().min(src.len());
+        return dst[..n].copy_from_slice(&src[..n]);
     }
-    match stride {
-        1 => {
-            let n = dst.len().min(src.len());
-            dst[..n].copy_from_slice(&src[..n]);
-        }
-        2 => each::<2>(dst, src),
-        3 => each::<3>(dst, src),
-        4 => each::<4>(dst, src),
-        _ => {
-            for (c, &v) in dst.chunks_mut(stride).zip(src) {
-                c[0] = v;
-            }
-        }
-    }
+    put(dst, src, stride, |d, v| *d = v);
 }
 
 /// `dst[i·stride] += src[i]` for every `i < src.len()` (`dst` as for [`scatter`]).
 pub(super) fn add(dst: &mut [f32], src: &[f32], stride: usize) {
-    fn each<const S: usize>(dst: &mut [f32], src: &[f32]) {
+    put(dst, src, stride, |d, v| *d += v);
+}
+
+/// `op(&mut dst[i·stride], src[i])` for every `i < src.len()` whose target exists.
+fn put(dst: &mut [f32], src: &[f32], stride: usize, op: impl Fn(&mut f32, f32) + Copy) {
+    fn each<const S: usize>(dst: &mut [f32], src: &[f32], op: impl Fn(&mut f32, f32)) {
         let n = src.len().min(dst.len().div_ceil(S));
         if n == 0 {
             return;
         }
+        // Whole chunks of S, then the last target alone.
         let (head, tail) = dst.split_at_mut((n - 1) * S);
         for (c, &v) in head.chunks_exact_mut(S).zip(src) {
-            c[0] += v;
+            op(&mut c[0], v);
         }
-        tail[0] += src[n - 1];
+        op(&mut tail[0], src[n - 1]);
     }
     match stride {
-        1 => {
-            for (d, &v) in dst.iter_mut().zip(src) {
-                *d += v;
-            }
-        }
-        2 => each::<2>(dst, src),
-        3 => each::<3>(dst, src),
-        4 => each::<4>(dst, src),
+        1 => each::<1>(dst, src, op),
+        2 => each::<2>(dst, src, op),
+        3 => each::<3>(dst, src, op),
+        4 => each::<4>(dst, src, op),
         _ => {
             for (c, &v) in dst.chunks_mut(stride).zip(src) {
-                c[0] += v;
+                op(&mut c[0], v);
             }
         }
     }
