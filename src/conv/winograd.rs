@@ -133,7 +133,7 @@ pub(super) fn forward_packed(plan: &Conv2dPlan, x: &[f32], u: &[f32], bias: Opti
             let (eo, rest) = buf.split_at_mut(eo_len);
             let (row_buf, rest) = rest.split_at_mut(layout.row_len());
             let (v, m) = rest.split_at_mut(16 * cg * ld);
-            layout.fill(g, xg, tr0, eo, row_buf);
+            layout.fill(g, xg, tr0, eo, row_buf, plan.level);
             let band = Band { g, layout: &layout, tr0, tr1, ld };
             band.run_input(plan, eo, v);
             for xi in 0..16 {

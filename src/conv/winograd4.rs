@@ -226,7 +226,7 @@ fn run(plan: &Conv2dPlan, x: &[f32], u: &[f32], bias: Option<&[f32]>, relu: bool
             let (xs, rest) = buf.split_at_mut(cg * layout.channel_len());
             let (row_buf, rest) = rest.split_at_mut(layout.row_len());
             let (v, m) = rest.split_at_mut(v_len);
-            layout.fill(g, xg, tr0, xs, row_buf);
+            layout.fill(g, xg, tr0, xs, row_buf, plan.level);
             let chunk = Chunk { g, layout: &layout, tw: chunking.tw, q0, q1, tr0, mr, ld, v_stride, m_stride };
             chunk.run_input(plan, xs, v);
             // SAFETY (of the kernel calls): V[ξ] (cg rows of ld ≥ (s + 1)·mr tiles, read
