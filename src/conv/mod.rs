@@ -143,8 +143,8 @@ impl PackedWeights {
 enum WeightForm {
     /// The weights as given.
     AsGiven,
-    /// `[C·R·S, K]`, for the channel-vectorised direct kernel.
-    KTransposed,
+    /// 16-channel panels `[K/16][C·R·S][16]`, for the channel-vectorised direct kernel.
+    KPanels,
     /// F(2×2, 3×3)'s transformed filters.
     Winograd,
     /// F(4×4, 3×3)'s transformed filters in packed-B slivers.
@@ -266,13 +266,20 @@ impl Conv2dPlan {
         self.algorithm
     }
 
-    fn check_forward(&self, input: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<()> {
+    /// The forward pass's shape checks: input, weight (`weight` names it), bias, output.
+    fn check_forward(
+        &self,
+        input: &Tensor,
+        weight: (&str, &[usize]),
+        bias: Option<&Tensor>,
+        out: &Tensor,
+    ) -> Result<()> {
         expect_shape("conv2d input", input.shape(), &self.geo.input_shape())?;
-        expect_shape("conv2d weight", weight.shape(), &self.geo.weight_shape())?;
+        expect_shape(weight.0, weight.1, &self.geo.weight_shape())?;
         if let Some(b) = bias {
             expect_shape("conv2d bias", b.shape(), &[self.geo.k])?;
         }
-        Ok(())
+        expect_shape("conv2d output", out.shape(), &self.geo.output_shape())
     }
 
     /// The forward pass into a new `[N, K, OH, OW]` tensor.
@@ -298,8 +305,7 @@ impl Conv2dPlan {
         relu: bool,
         out: &mut Tensor,
     ) -> Result<()> {
-        self.check_forward(input, weight, bias)?;
-        expect_shape("conv2d output", out.shape(), &self.geo.output_shape())?;
+        self.check_forward(input, ("conv2d weight", weight.shape()), bias, out)?;
         let (x, w, b) = (input.data(), weight.data(), bias.map(Tensor::data));
         self.forward_raw(x, w, b, relu, out.data_mut());
         Ok(())
@@ -323,7 +329,7 @@ impl Conv2dPlan {
     /// `G·f·Gᵀ` (`Winograd4` in the micro-kernel's packed layout), which every plain
     /// [`Conv2dPlan::forward`] call recomputes (measured: 9% of a `Winograd4` call on a 3×3,
     /// 256-channel layer); `Direct` on its channel-vectorised path stores the weights
-    /// transposed to `[C·R·S, K]`. `Im2col`, the other `Direct` paths and `Depthwise` read
+    /// as 16-channel panels `[K/16][C·R·S][16]`. `Im2col`, the other `Direct` paths and `Depthwise` read
     /// the weights as given and keep a copy (the GEMM packs its panels per call, a 1–2%
     /// share).
     ///
@@ -351,7 +357,7 @@ impl Conv2dPlan {
         let form = self.weight_form();
         let data = match form {
             WeightForm::AsGiven => w.to_vec(),
-            WeightForm::KTransposed => {
+            WeightForm::KPanels => {
                 let mut wt = vec![0.0; w.len()];
                 kvec_fwd::pack(&self.geo, w, &mut wt);
                 wt
@@ -378,7 +384,7 @@ impl Conv2dPlan {
         match self.algorithm {
             Algorithm::Winograd4 => WeightForm::Winograd4,
             Algorithm::Winograd => WeightForm::Winograd,
-            Algorithm::Direct if kvec_fwd::preferred(&self.geo) => WeightForm::KTransposed,
+            Algorithm::Direct if kvec_fwd::preferred(&self.geo) => WeightForm::KPanels,
             _ => WeightForm::AsGiven,
         }
     }
@@ -407,14 +413,8 @@ impl Conv2dPlan {
         relu: bool,
         out: &mut Tensor,
     ) -> Result<()> {
-        expect_shape("conv2d input", input.shape(), &self.geo.input_shape())?;
-        expect_shape("conv2d packed weight", &weights.shape, &self.geo.weight_shape())?;
-        if let Some(b) = bias {
-            expect_shape("conv2d bias", b.shape(), &[self.geo.k])?;
-        }
-        expect_shape("conv2d output", out.shape(), &self.geo.output_shape())?;
-        let form = self.weight_form();
-        if (weights.algorithm, weights.level, weights.form) != (self.algorithm, self.level, form) {
+        self.check_forward(input, ("conv2d packed weight", &weights.shape), bias, out)?;
+        if !self.accepts(weights) {
             return Err(Error::param(
                 "packed weights",
                 format!("{} at {:?}", weights.algorithm.name(), weights.level),
@@ -423,10 +423,10 @@ impl Conv2dPlan {
         }
         let (x, p, b) = (input.data(), weights.data.as_slice(), bias.map(Tensor::data));
         let y = out.data_mut();
-        match form {
+        match weights.form {
             WeightForm::Winograd4 => winograd4::forward_packed(self, x, p, b, relu, y),
             WeightForm::Winograd => winograd::forward_packed(self, x, p, b, relu, y),
-            WeightForm::KTransposed => kvec_fwd::forward_packed(self, x, p, b, relu, y),
+            WeightForm::KPanels => kvec_fwd::forward_packed(self, x, p, b, relu, y),
             WeightForm::AsGiven => self.forward_raw(x, p, b, relu, y),
         }
         Ok(())

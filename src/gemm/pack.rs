@@ -135,10 +135,7 @@ fn pack_whole<const MR: usize>(
     } else if a.cs == 1 {
         // MR row streams read in step, one contiguous MR-float write per step.
         let rows: [&[f32]; MR] = std::array::from_fn(|r| &a.data[base + r * a.rs..base + r * a.rs + kc]);
-        #[cfg(target_arch = "x86_64")]
-        if matches!(MR, 6 | 8 | 16) && level >= SimdLevel::Avx2 {
-            // SAFETY: AVX2 is available (the caller's level, which the CPU supports); `rows` hold kc floats each and `dst` MR·kc.
-            unsafe { avx2::transpose_pack(&mut dst[..MR * kc], &rows, kc) };
+        if transpose_rows::<MR>(dst, &rows, kc, level) {
             return true;
         }
         for (p, out) in dst.chunks_exact_mut(MR).enumerate() {
