@@ -110,13 +110,10 @@ impl Padded {
                         // An odd width's last input column lands in `first` at index W / 2.
                         first[w.input / 2] = *last;
                     }
-                } else if self.phases == 3 {
-                    deal_row::<3>(row, self.wq, w.pad_before, src);
-                } else if self.phases == 4 {
-                    deal_row::<4>(row, self.wq, w.pad_before, src);
                 } else {
                     // Phase by phase: padded columns ph, ph + sw, … are input columns
-                    // col − pl, taken with stride sw (no division per element).
+                    // col − pl, taken with stride sw (`strided::gather`: fixed-stride
+                    // loops for strides up to 4).
                     let (sw, pl) = (self.phases, w.pad_before);
                     for ph in 0..sw {
                         let first = pl + (ph + sw - pl % sw) % sw; // first padded col ≥ pl in phase ph
@@ -129,31 +126,6 @@ impl Padded {
                     }
                 }
             }
-        }
-    }
-}
-
-/// One input row dealt out to the `S` column phases of a padded row (`S` slices of `wq`):
-/// input column `k` is padded column `pl + k`, stored in phase `(pl + k) % S` at
-/// `(pl + k) / S`. The columns from the first one of phase 0 on go `S` at a time, one to
-/// each phase (fixed-size, unrolled); the few before and after one by one.
-fn deal_row<const S: usize>(row: &mut [f32], wq: usize, pl: usize, src: &[f32]) {
-    let mut put = |c: usize, v: f32| row[(c % S) * wq + c / S] = v;
-    let lead = ((S - pl % S) % S).min(src.len());
-    for (k, &v) in src[..lead].iter().enumerate() {
-        put(pl + k, v);
-    }
-    let body = (src.len() - lead) / S;
-    let tail0 = lead + body * S;
-    for (k, &v) in src[tail0..].iter().enumerate() {
-        put(pl + tail0 + k, v);
-    }
-    let j0 = (pl + lead) / S;
-    let mut phases = row.chunks_exact_mut(wq);
-    let ph: [&mut [f32]; S] = std::array::from_fn(|_| &mut phases.next().expect("S phases")[j0..j0 + body]);
-    for (m, chunk) in src[lead..tail0].chunks_exact(S).enumerate() {
-        for (i, &v) in chunk.iter().enumerate() {
-            ph[i][m] = v;
         }
     }
 }

@@ -68,9 +68,9 @@ impl<const P: usize> PhaseRows<P> {
 
 /// `out[p·q + u] = src[P·u + p]`: one padded row split into its `P` column phases of `q`
 /// floats (`src` and `out` hold `P·q`). AVX2 de-interleaves eight groups at a time with
-/// shuffles; the portable version is written as zipped exact chunks, so the compiler at
-/// least sees every index in bounds. (Indexing the phase slices, the baseline build moved
-/// one float at a time behind a bounds check: 13% of a dilated Winograd4 layer.)
+/// shuffles; otherwise each phase is a strided gather. (Indexing the phase slices, the
+/// baseline build moved one float at a time behind a bounds check: 13% of a dilated
+/// Winograd4 layer.)
 fn deinterleave<const P: usize>(src: &[f32], out: &mut [f32], q: usize, level: SimdLevel) {
     let (src, out) = (&src[..P * q], &mut out[..P * q]);
     #[cfg(target_arch = "x86_64")]
@@ -81,32 +81,8 @@ fn deinterleave<const P: usize>(src: &[f32], out: &mut [f32], q: usize, level: S
         return;
     }
     let _ = level;
-    match P {
-        2 => {
-            let (a, b) = out.split_at_mut(q);
-            for ((x, y), g) in a.iter_mut().zip(b.iter_mut()).zip(src.chunks_exact(2)) {
-                *x = g[0];
-                *y = g[1];
-            }
-        }
-        4 => {
-            let (ab, cd) = out.split_at_mut(2 * q);
-            let ((a, b), (c, d)) = (ab.split_at_mut(q), cd.split_at_mut(q));
-            let phases = a.iter_mut().zip(b.iter_mut()).zip(c.iter_mut().zip(d.iter_mut()));
-            for (((x0, x1), (x2, x3)), g) in phases.zip(src.chunks_exact(4)) {
-                *x0 = g[0];
-                *x1 = g[1];
-                *x2 = g[2];
-                *x3 = g[3];
-            }
-        }
-        _ => {
-            for (u, group) in src.chunks_exact(P).enumerate() {
-                for (p, &v) in group.iter().enumerate() {
-                    out[p * q + u] = v;
-                }
-            }
-        }
+    for (p, phase) in out.chunks_exact_mut(q).enumerate() {
+        super::strided::gather(phase, &src[p..], P);
     }
 }
 
