@@ -203,9 +203,13 @@ mod hot {
             rayon::spawn(helper);
         }
         task.work();
+        // The helpers' last parts usually end within microseconds: spin, then yield.
         let start = Instant::now();
+        let mut spins = 0u32;
         while task.done.load(SeqCst) < parts {
-            if start.elapsed() < Duration::from_micros(200) {
+            spins = spins.wrapping_add(1);
+            // (The clock only every 64 turns: it is a system call on some VMs.)
+            if !spins.is_multiple_of(64) || start.elapsed() < Duration::from_micros(200) {
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
@@ -230,6 +234,7 @@ mod hot {
         let mut seen = 0u64;
         let mut idle = Instant::now();
         let mut served = false;
+        let mut spins = 0u32;
         loop {
             let generation = GENERATION.load(SeqCst);
             if generation != seen && !SLOT.load(SeqCst).is_null() {
@@ -256,7 +261,8 @@ mod hot {
             }
             // Started for a task that ended before this helper ran: not needed.
             let late = !served && SLOT.load(SeqCst).is_null();
-            if late || idle.elapsed() >= super::HOT_WAIT {
+            spins = spins.wrapping_add(1);
+            if late || (spins.is_multiple_of(64) && idle.elapsed() >= super::HOT_WAIT) {
                 break;
             }
             // Serve the pool's other jobs meanwhile (kernels and users that call rayon
