@@ -209,8 +209,8 @@ fn tile_portable(c: &Ctx<'_>, xp: &[f32], oh: usize, ow0: usize, k0: usize, nv: 
 }
 
 /// The AVX2 tile: `TP` (5 or 6) pixels × `NV·L` channels accumulated in registers, then bias and
-/// ReLU on the vectors, an 8×8 transpose per channel vector and one masked store of the
-/// tile's pixels per channel plane (the scalar scatter it replaces took as long as ~60 taps).
+/// ReLU on the vectors, an 8×8 transpose per channel vector and a store of the tile's
+/// pixels per channel plane (the scalar scatter it replaces took as long as ~60 taps).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::needless_range_loop)] // v indexes the inner dimension of acc and the channels
@@ -245,9 +245,6 @@ fn tile_avx2<const NV: usize, const TP: usize>(c: &Ctx<'_>, xp: &[f32], n: usize
     let g = c.g;
     let (ow_n, pixels) = (g.w.output, g.h.output * g.w.output);
     let valid = TP.min(ow_n - ow0);
-    let mask_lanes: [i32; L] = std::array::from_fn(|i| if i < valid { -1 } else { 0 });
-    // SAFETY: L = 8 i32s.
-    let mask = unsafe { _mm256_loadu_si256(mask_lanes.as_ptr().cast()) };
     let zero = _mm256_setzero_ps();
     for v in 0..NV {
         let kv = k0 + v * L;
@@ -275,9 +272,9 @@ fn tile_avx2<const NV: usize, const TP: usize>(c: &Ctx<'_>, xp: &[f32], n: usize
         for (j, col) in cols.iter().enumerate() {
             let at = (n * g.k + kv + j) * pixels + oh * ow_n + ow0;
             // SAFETY: channel kv + j < K, pixels ow0 .. ow0 + valid of row oh < OH: inside y;
-            // the masked lanes past `valid` are not written. Each output belongs to one tile,
+            // the lanes past `valid` are not written. Each output belongs to one tile,
             // computed by one task.
-            unsafe { _mm256_maskstore_ps(c.y.get().add(at), mask, *col) };
+            unsafe { crate::simd::x86::store_prefix(c.y.get().add(at), *col, valid) };
         }
     }
 }
