@@ -9,12 +9,13 @@
 //! run as the transposed product `Y_gᵀ = Colᵀ · W_gᵀ` so that the GEMM vectorises along
 //! pixels (contiguous in Y). [`Im2colRows`] packs `Colᵀ` (rows = pixels) for the forward
 //! pass; [`Im2colTaps`] packs `Col` (rows = `(c,r,s)`, columns = pixels) for
-//! backward-weight; [`Subsampled`] packs strided 1×1 layers straight from the input.
+//! backward-weight; strided 1×1 layers without padding run on a subsampled copy.
 
 use super::padded::Padded;
 use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
+use super::strided;
 use super::Conv2dPlan;
-use crate::gemm::{engine, run_problem, transpose_rows, CPtr, Operand, PackSource, Problem, MAX_MR};
+use crate::gemm::{engine, run_problem, transpose_rows, CPtr, Operand, PackSource, Problem};
 use crate::geometry::Conv2dGeometry;
 use crate::parallel::{for_each_part, Parallelism, SharedMut};
 use crate::SimdLevel;
@@ -239,55 +240,6 @@ impl Im2colTaps<'_> {
     }
 }
 
-/// A strided 1×1 convolution without padding: `Colᵀ[(oh, ow), c] = x[c, oh·sh, ow·sw]`,
-/// packed straight from the input (a padded copy would copy every input pixel to use one
-/// in `sh·sw`).
-pub(super) struct Subsampled<'a> {
-    pub x: &'a [f32],
-    pub geo: &'a Conv2dGeometry,
-}
-
-impl PackSource for Subsampled<'_> {
-    fn pack_block(
-        &self,
-        dst: &mut [f32],
-        row0: usize,
-        len: usize,
-        col0: usize,
-        kc: usize,
-        mr: usize,
-        _level: SimdLevel,
-    ) {
-        let g = self.geo;
-        let (ow_n, w_in, plane) = (g.w.output, g.w.input, g.h.input * g.w.input);
-        let (sh, sw) = (g.h.stride, g.w.stride);
-        let mut offs = [0usize; MAX_MR];
-        for (sl, out) in dst.chunks_exact_mut(mr * kc).take(len.div_ceil(mr)).enumerate() {
-            let q0 = row0 + sl * mr;
-            let lanes = mr.min(len - sl * mr);
-            // The sliver's pixels are the same in every channel: find their offsets in a
-            // plane once, then each step of k is a gather through them.
-            let (mut oh, mut ow) = (q0 / ow_n, q0 % ow_n);
-            for o in offs[..lanes].iter_mut() {
-                *o = oh * sh * w_in + ow * sw;
-                ow += 1;
-                if ow == ow_n {
-                    ow = 0;
-                    oh += 1;
-                }
-            }
-            let offs = &offs[..lanes];
-            for (p, step) in out.chunks_exact_mut(mr).enumerate() {
-                let chan = &self.x[(col0 + p) * plane..(col0 + p + 1) * plane];
-                for (v, &o) in step.iter_mut().zip(offs) {
-                    *v = chan[o];
-                }
-                step[lanes..].fill(0.0);
-            }
-        }
-    }
-}
-
 /// Whether a 1×1 convolution without padding can be packed straight from the input.
 fn is_subsampled(g: &Conv2dGeometry) -> bool {
     g.h.kernel == 1 && g.w.kernel == 1 && g.h.pad_before + g.h.pad_after + g.w.pad_before + g.w.pad_after == 0
@@ -357,7 +309,25 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
             return;
         }
         if is_subsampled(g) {
-            run(&Subsampled { x: xg, geo: g });
+            // A strided 1×1 layer without padding: the input subsampled into a contiguous
+            // [C/G × P] copy (long stride-S runs, split by channels like the GEMM), which
+            // the GEMM then reads as a pointwise layer's input.
+            with_scratch(cg * pixels, |xs| {
+                let parts = inner.threads_for(per_job).min(cg).max(1);
+                let shared = SharedMut::new(xs);
+                let (ow_n, row_step) = (g.w.output, g.h.stride * g.w.input);
+                for_each_part(parts, |part| {
+                    let (c0, c1) = (cg * part / parts, cg * (part + 1) / parts);
+                    for c in c0..c1 {
+                        // SAFETY: channel c's pixels of the copy are this part's alone
+                        // (c < c1 ≤ cg; the copy holds cg·pixels floats).
+                        let dst = unsafe { std::slice::from_raw_parts_mut(shared.get().add(c * pixels), pixels) };
+                        let plane = &xg[c * plane_in..(c + 1) * plane_in];
+                        strided::gather_rows(dst, plane, ow_n, row_step, g.w.stride, plan.level);
+                    }
+                });
+                run(&Operand { data: xs, rs: 1, cs: pixels });
+            });
             return;
         }
         with_scratch(cg * pad.plane(), |xp| {

@@ -34,6 +34,79 @@ pub(super) fn gather(dst: &mut [f32], src: &[f32], stride: usize) {
     }
 }
 
+/// Row by row: `dst` as rows of `cols`, row `r` = [`gather`] of `src[r·row_step..]` with
+/// `stride` (a subsampled image: `row_step` = input row length × vertical stride).
+pub(super) fn gather_rows(
+    dst: &mut [f32],
+    src: &[f32],
+    cols: usize,
+    row_step: usize,
+    stride: usize,
+    level: crate::SimdLevel,
+) {
+    if cols == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if stride == 2 && cols >= 8 && matches!(level, crate::SimdLevel::Avx2 | crate::SimdLevel::Avx512) {
+        // SAFETY: the level is one the plan checked this CPU supports.
+        return unsafe { avx2::gather2_rows(dst, src, cols, row_step) };
+    }
+    let _ = level;
+    for (r, row) in dst.chunks_exact_mut(cols).enumerate() {
+        gather(row, &src[r * row_step..], stride);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// [`super::gather_rows`] with stride 2: one call for every row, so each row's
+    /// groups run without a call or dispatch of their own.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn gather2_rows(dst: &mut [f32], src: &[f32], cols: usize, row_step: usize) {
+        for (r, row) in dst.chunks_exact_mut(cols).enumerate() {
+            gather2(row, &src[r * row_step..]);
+        }
+    }
+
+    /// `gather(dst, src, 2)` in groups of eight: the last group overlaps the one before
+    /// when `n` is not a multiple of 8 (no element-by-element tail), as long as `src`
+    /// holds the float after the last one used; otherwise the rest one by one.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) fn gather2(dst: &mut [f32], src: &[f32]) {
+        let n = dst.len().min(src.len().div_ceil(2));
+        // Eight elements from src[2i..2i + 16] into dst[i..i + 8].
+        let group = |dst: &mut [f32], i: usize| {
+            let (s, d) = (&src[2 * i..2 * i + 16], &mut dst[i..i + 8]);
+            // SAFETY: s holds 16 floats and d 8 (the slices above are bounds-checked).
+            unsafe {
+                let (a, b) = (_mm256_loadu_ps(s.as_ptr()), _mm256_loadu_ps(s.as_ptr().add(8)));
+                // Per 128-bit lane: a0 a2 b0 b2 | a4 a6 b4 b6; then the middle 64-bit
+                // pairs swapped into order.
+                let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+                let even = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(even)));
+                _mm256_storeu_ps(d.as_mut_ptr(), even);
+            }
+        };
+        if n >= 8 && src.len() >= 2 * n {
+            for i in (0..n - 8).step_by(8) {
+                group(dst, i);
+            }
+            return group(dst, n - 8);
+        }
+        let groups = (n / 8).min(src.len() / 16);
+        for i in 0..groups {
+            group(dst, 8 * i);
+        }
+        for i in groups * 8..n {
+            dst[i] = src[2 * i];
+        }
+    }
+}
+
 /// `dst[i·stride] = src[i]` for every `i < src.len()` whose target exists (the floats
 /// between are untouched).
 pub(super) fn scatter(dst: &mut [f32], src: &[f32], stride: usize) {
@@ -83,9 +156,20 @@ mod tests {
     #[test]
     fn every_stride_moves_the_right_elements() {
         for stride in 1..7 {
-            for n in 1..12 {
+            for n in 1..40 {
                 let wide: Vec<f32> = (0..(n - 1) * stride + 1).map(|i| i as f32).collect();
                 let mut narrow = vec![0.0; n];
+                for level in crate::SimdLevel::supported() {
+                    // Three rows of n, each from its own run of `step` source floats (the
+                    // last run just long enough: no float past the last one used).
+                    let step = (n - 1) * stride + 1 + n % 3;
+                    let src: Vec<f32> = (0..2 * step + (n - 1) * stride + 1).map(|i| i as f32).collect();
+                    let mut rows = vec![0.0; 3 * n];
+                    gather_rows(&mut rows, &src, n, step, stride, level);
+                    for (i, &v) in rows.iter().enumerate() {
+                        assert_eq!(v, ((i / n) * step + (i % n) * stride) as f32, "gather_rows {stride} {n} {level:?}");
+                    }
+                }
                 gather(&mut narrow, &wide, stride);
                 assert!(narrow.iter().enumerate().all(|(i, &v)| v == (i * stride) as f32), "gather {stride} {n}");
                 let mut back = vec![-1.0; wide.len()];

@@ -34,7 +34,6 @@ use crate::parallel::Parallelism;
 use crate::simd::{self, SimdLevel};
 
 pub use blocking::Blocking;
-pub(crate) use blocking::MAX_MR;
 pub(crate) use driver::{run_problem, CPtr, Problem};
 pub use kernels::blocking_for;
 pub(crate) use pack::{transpose_rows, Operand, PackSource};
