@@ -87,7 +87,7 @@ pub(crate) fn map_shards<T: Send, R: Send>(items: &mut [T], f: impl Fn(usize, &m
 ///
 /// The calling thread takes parts itself, beside at most `threads − 1` helpers (the
 /// thread budget of the caller's pool). Helpers that finished a fork-join stay awake for
-/// [`HOT_WAIT`] and join the next one within a fraction of a microsecond (see [`hot`]);
+/// [`HOT_WAIT`] and join the next one within a fraction of a microsecond (module `hot`);
 /// otherwise the parts go through rayon. Which thread runs a part never matters: the
 /// parts are independent.
 pub fn for_each_part(parts: usize, f: impl Fn(usize) + Sync + Send) {
