@@ -202,15 +202,8 @@ mod avx2 {
                 };
                 for (j, col) in t.iter().enumerate() {
                     let at = (p + j) * MR + g0;
-                    if n == 8 {
-                        // SAFETY: at + 8 ≤ (p + j)·MR + MR ≤ MR·kc.
-                        unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(at), *col) };
-                    } else {
-                        let mut lanes = [0.0f32; 8];
-                        // SAFETY: a local array of 8 floats.
-                        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *col) };
-                        dst[at..at + n].copy_from_slice(&lanes[..n]);
-                    }
+                    // SAFETY: at + n ≤ (p + j)·MR + MR ≤ MR·kc (n ≤ 8 lanes stored).
+                    unsafe { crate::simd::x86::store_prefix(dst.as_mut_ptr().add(at), *col, n) };
                 }
                 p += 8;
             }
