@@ -213,6 +213,11 @@ fn run_part(eng: Engine, pr: &Problem<'_>, rows: Range<usize>, cols: Range<usize
                         if nrows == mr && ncols == nr && pr.c.rs == 1 {
                             let c = pr.c.ptr.add(i + j * pr.c.cs);
                             (kernel)(kc, a_ptr, a_step, bsl.as_ptr(), c, pr.c.cs, &t);
+                        } else if nrows == mr && ncols <= eng.edges.len() && pr.c.rs == 1 {
+                            // A narrow last sliver: the edge kernel writes its ncols
+                            // columns of C (whole, inside C) and reads the packed sliver.
+                            let c = pr.c.ptr.add(i + j * pr.c.cs);
+                            (eng.edges[ncols - 1])(kc, a_ptr, a_step, bsl.as_ptr(), c, pr.c.cs, &t);
                         } else {
                             let s = scratch.0.as_mut_ptr();
                             if t.beta != 0.0 {

@@ -341,6 +341,8 @@ pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, p: &GemmParams<'_>) -> 
 #[derive(Clone, Copy)]
 pub(crate) struct Engine {
     pub kernel: kernels::KernelFn,
+    /// Kernels for a last B sliver narrower than `nr` (see `KernelSpec::edges`).
+    pub edges: &'static [kernels::KernelFn],
     pub blocking: Blocking,
     pub level: SimdLevel,
 }
@@ -348,7 +350,7 @@ pub(crate) struct Engine {
 /// The engine of a level this CPU supports (checked by the caller).
 pub(crate) fn engine(level: SimdLevel) -> Engine {
     let spec = kernels::spec(level);
-    Engine { kernel: spec.func, blocking: spec.blocking, level }
+    Engine { kernel: spec.func, edges: spec.edges, blocking: spec.blocking, level }
 }
 
 /// Floating-point operations of an `m×k` by `k×n` multiply: `2·m·n·k`.

@@ -49,6 +49,10 @@ pub(crate) type KernelFn =
 pub(crate) struct KernelSpec {
     pub blocking: Blocking,
     pub func: KernelFn,
+    /// `edges[j − 1]`: the kernel for a last B sliver with only `j < NR` columns (reading
+    /// the `NR`-wide packed sliver, computing and storing `j` columns; the same instruction
+    /// sequence per element, so the same bits). Empty: ragged slivers use the scratch tile.
+    pub edges: &'static [KernelFn],
 }
 
 /// Writes one micro-kernel from a vector type and its operations. The body is the same text
@@ -56,7 +60,7 @@ pub(crate) struct KernelSpec {
 macro_rules! microkernel {
     (
         $(#[$attr:meta])*
-        fn $name:ident: $V:ty, lanes $L:expr, vectors $MV:expr, cols $NR:expr;
+        fn $name:ident: $V:ty, lanes $L:expr, vectors $MV:expr, cols $NR:expr $(, b_stride $BS:expr)?;
         zero $zero:path, load $load:path, store $store:path, splat $splat:path,
         fma $fma:path, mul $mul:path, add $add:path, max $max:path, prefetch $pf:path
     ) => {
@@ -73,6 +77,10 @@ macro_rules! microkernel {
             const MV: usize = $MV;
             const NR: usize = $NR;
             const L: usize = $L;
+            // Floats per step of packed B: the sliver width, which an edge kernel (fewer
+            // columns than its sliver) does not fill.
+            #[allow(unused_variables)]
+            const BS: usize = NR $(+ $BS - NR)?;
             // SAFETY: the caller upholds the kernel contract (KernelFn): every pointer offset
             // below stays inside the A sliver, the packed B sliver, the C tile and the biases,
             // and the CPU supports this kernel's instructions.
@@ -104,16 +112,16 @@ macro_rules! microkernel {
                 // Four steps per trip, so the loop's own bookkeeping is paid once per four.
                 for _ in 0..k / 4 {
                     step(ap, bp);
-                    step(ap.add(a_step), bp.add(NR));
-                    step(ap.add(2 * a_step), bp.add(2 * NR));
-                    step(ap.add(3 * a_step), bp.add(3 * NR));
+                    step(ap.add(a_step), bp.add(BS));
+                    step(ap.add(2 * a_step), bp.add(2 * BS));
+                    step(ap.add(3 * a_step), bp.add(3 * BS));
                     ap = ap.add(4 * a_step);
-                    bp = bp.add(4 * NR);
+                    bp = bp.add(4 * BS);
                 }
                 for _ in 0..k % 4 {
                     step(ap, bp);
                     ap = ap.add(a_step);
-                    bp = bp.add(NR);
+                    bp = bp.add(BS);
                 }
                 let alpha = $splat(args.alpha);
                 let beta = $splat(args.beta);
@@ -144,11 +152,21 @@ macro_rules! microkernel {
 }
 pub(crate) use microkernel;
 
-static PORTABLE: KernelSpec = KernelSpec { blocking: blocking::PORTABLE, func: portable::kernel_8x4 };
+static PORTABLE: KernelSpec = KernelSpec { blocking: blocking::PORTABLE, func: portable::kernel_8x4, edges: &[] };
 #[cfg(target_arch = "x86_64")]
-static AVX2: KernelSpec = KernelSpec { blocking: blocking::AVX2, func: x86::kernel_16x6_avx2 };
+static AVX2: KernelSpec = KernelSpec {
+    blocking: blocking::AVX2,
+    func: x86::kernel_16x6_avx2,
+    edges: &[
+        x86::kernel_16x1_avx2,
+        x86::kernel_16x2_avx2,
+        x86::kernel_16x3_avx2,
+        x86::kernel_16x4_avx2,
+        x86::kernel_16x5_avx2,
+    ],
+};
 #[cfg(target_arch = "x86_64")]
-static AVX512: KernelSpec = KernelSpec { blocking: blocking::AVX512, func: x86::kernel_32x8_avx512 };
+static AVX512: KernelSpec = KernelSpec { blocking: blocking::AVX512, func: x86::kernel_32x8_avx512, edges: &[] };
 
 /// The kernel for a level the CPU supports (checked by the caller).
 pub(crate) fn spec(level: SimdLevel) -> &'static KernelSpec {

@@ -12,6 +12,46 @@ super::microkernel! {
 }
 
 super::microkernel! {
+    /// The 16×6 kernel's edge for a last sliver of 1 column.
+    #[target_feature(enable = "avx2,fma")]
+    fn kernel_16x1_avx2: __m256, lanes 8, vectors 2, cols 1, b_stride 6;
+    zero _mm256_setzero_ps, load _mm256_loadu_ps, store _mm256_storeu_ps, splat _mm256_set1_ps,
+    fma _mm256_fmadd_ps, mul _mm256_mul_ps, add _mm256_add_ps, max _mm256_max_ps, prefetch prefetch
+}
+
+super::microkernel! {
+    /// The 16×6 kernel's edge for a last sliver of 2 columns.
+    #[target_feature(enable = "avx2,fma")]
+    fn kernel_16x2_avx2: __m256, lanes 8, vectors 2, cols 2, b_stride 6;
+    zero _mm256_setzero_ps, load _mm256_loadu_ps, store _mm256_storeu_ps, splat _mm256_set1_ps,
+    fma _mm256_fmadd_ps, mul _mm256_mul_ps, add _mm256_add_ps, max _mm256_max_ps, prefetch prefetch
+}
+
+super::microkernel! {
+    /// The 16×6 kernel's edge for a last sliver of 3 columns.
+    #[target_feature(enable = "avx2,fma")]
+    fn kernel_16x3_avx2: __m256, lanes 8, vectors 2, cols 3, b_stride 6;
+    zero _mm256_setzero_ps, load _mm256_loadu_ps, store _mm256_storeu_ps, splat _mm256_set1_ps,
+    fma _mm256_fmadd_ps, mul _mm256_mul_ps, add _mm256_add_ps, max _mm256_max_ps, prefetch prefetch
+}
+
+super::microkernel! {
+    /// The 16×6 kernel's edge for a last sliver of 4 columns.
+    #[target_feature(enable = "avx2,fma")]
+    fn kernel_16x4_avx2: __m256, lanes 8, vectors 2, cols 4, b_stride 6;
+    zero _mm256_setzero_ps, load _mm256_loadu_ps, store _mm256_storeu_ps, splat _mm256_set1_ps,
+    fma _mm256_fmadd_ps, mul _mm256_mul_ps, add _mm256_add_ps, max _mm256_max_ps, prefetch prefetch
+}
+
+super::microkernel! {
+    /// The 16×6 kernel's edge for a last sliver of 5 columns.
+    #[target_feature(enable = "avx2,fma")]
+    fn kernel_16x5_avx2: __m256, lanes 8, vectors 2, cols 5, b_stride 6;
+    zero _mm256_setzero_ps, load _mm256_loadu_ps, store _mm256_storeu_ps, splat _mm256_set1_ps,
+    fma _mm256_fmadd_ps, mul _mm256_mul_ps, add _mm256_add_ps, max _mm256_max_ps, prefetch prefetch
+}
+
+super::microkernel! {
     /// 32×8 AVX-512F kernel: 2 zmm × 8 columns = 16 accumulators.
     #[target_feature(enable = "avx512f")]
     fn kernel_32x8_avx512: __m512, lanes 16, vectors 2, cols 8;
