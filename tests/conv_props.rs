@@ -211,15 +211,19 @@ fn kvec_case() -> impl Strategy<Value = ConvCase> {
 /// one image: the channel-vectorised kernel's panels and row bands up to its 64 channels,
 /// the output-width kernel beyond.
 fn kvec_long_case() -> impl Strategy<Value = ConvCase> {
-    (28usize..64, 1usize..17, 1usize..3, 0usize..3, 3usize..12, 3usize..12, any::<u64>()).prop_filter_map(
-        "fits",
-        |(c, kv, stride, pad, ih, iw, seed)| {
-            let params = Conv2dParams::default().stride(stride, stride).padding(Padding::uniform(pad));
-            let (input_shape, weight_shape) = ([1, c, ih, iw], [8 * kv, c, 3, 3]);
+    ((1usize..3, 28usize..64, 1usize..17, 1usize..3, 0usize..3), (1usize..3, 3usize..12, 3usize..24, any::<u64>()))
+        .prop_filter_map("fits", |((n, c, kv, stride, pad), (dilation, ih, iw, seed))| {
+            // Many input channels (the channel-interleaved copy, partial last blocks
+            // included), one or two images, dilated or not, rows wide enough for the
+            // copy's 8-column transposes.
+            let params = Conv2dParams::default()
+                .stride(stride, stride)
+                .dilation(dilation, dilation)
+                .padding(Padding::uniform(pad));
+            let (input_shape, weight_shape) = ([n, c, ih, iw], [8 * kv, c, 3, 3]);
             let geometry = convkit::Conv2dGeometry::new(&input_shape, &weight_shape, &params).ok()?;
             Some(ConvCase { input_shape, weight_shape, params, geometry, seed })
-        },
-    )
+        })
 }
 
 proptest! {
