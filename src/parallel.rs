@@ -92,15 +92,16 @@ pub(crate) fn map_shards<T: Send, R: Send>(items: &mut [T], f: impl Fn(usize, &m
 /// parts are independent.
 pub fn for_each_part(parts: usize, f: impl Fn(usize) + Sync + Send) {
     use rayon::prelude::*;
-    let threads = match BUDGET.get() {
+    // (Only asked for two or more parts: the question starts rayon's global pool.)
+    let threads = || match BUDGET.get() {
         0 => rayon::current_num_threads(),
         budget => budget.min(rayon::current_num_threads()),
     };
     match parts {
         0 => {}
         1 => f(0),
-        _ if threads <= 1 => (0..parts).for_each(f),
-        _ if hot::run(parts, threads.min(parts) - 1, &f) => {}
+        _ if threads() <= 1 => (0..parts).for_each(f),
+        _ if hot::run(parts, threads().min(parts) - 1, &f) => {}
         _ if rayon::current_thread_index().is_some() => (0..parts).into_par_iter().for_each(f),
         _ => from_outside(parts, &f),
     }
