@@ -11,45 +11,26 @@ super::microkernel! {
     fma _mm256_fmadd_ps, mul _mm256_mul_ps, add _mm256_add_ps, max _mm256_max_ps, prefetch prefetch
 }
 
-super::microkernel! {
-    /// The 16×6 kernel's edge for a last sliver of 1 column.
-    #[target_feature(enable = "avx2,fma")]
-    fn kernel_16x1_avx2: __m256, lanes 8, vectors 2, cols 1, b_stride 6;
-    zero _mm256_setzero_ps, load _mm256_loadu_ps, store _mm256_storeu_ps, splat _mm256_set1_ps,
-    fma _mm256_fmadd_ps, mul _mm256_mul_ps, add _mm256_add_ps, max _mm256_max_ps, prefetch prefetch
+/// The 16×6 kernel's edges: `(name, columns)`, each reading the 6-wide packed B sliver.
+macro_rules! avx2_edges {
+    ($(($name:ident, $cols:expr)),*) => {$(
+        super::microkernel! {
+            /// The 16×6 kernel's edge for a last B sliver this many columns wide.
+            #[target_feature(enable = "avx2,fma")]
+            fn $name: __m256, lanes 8, vectors 2, cols $cols, b_stride 6;
+            zero _mm256_setzero_ps, load _mm256_loadu_ps, store _mm256_storeu_ps, splat _mm256_set1_ps,
+            fma _mm256_fmadd_ps, mul _mm256_mul_ps, add _mm256_add_ps, max _mm256_max_ps, prefetch prefetch
+        }
+    )*};
 }
 
-super::microkernel! {
-    /// The 16×6 kernel's edge for a last sliver of 2 columns.
-    #[target_feature(enable = "avx2,fma")]
-    fn kernel_16x2_avx2: __m256, lanes 8, vectors 2, cols 2, b_stride 6;
-    zero _mm256_setzero_ps, load _mm256_loadu_ps, store _mm256_storeu_ps, splat _mm256_set1_ps,
-    fma _mm256_fmadd_ps, mul _mm256_mul_ps, add _mm256_add_ps, max _mm256_max_ps, prefetch prefetch
-}
-
-super::microkernel! {
-    /// The 16×6 kernel's edge for a last sliver of 3 columns.
-    #[target_feature(enable = "avx2,fma")]
-    fn kernel_16x3_avx2: __m256, lanes 8, vectors 2, cols 3, b_stride 6;
-    zero _mm256_setzero_ps, load _mm256_loadu_ps, store _mm256_storeu_ps, splat _mm256_set1_ps,
-    fma _mm256_fmadd_ps, mul _mm256_mul_ps, add _mm256_add_ps, max _mm256_max_ps, prefetch prefetch
-}
-
-super::microkernel! {
-    /// The 16×6 kernel's edge for a last sliver of 4 columns.
-    #[target_feature(enable = "avx2,fma")]
-    fn kernel_16x4_avx2: __m256, lanes 8, vectors 2, cols 4, b_stride 6;
-    zero _mm256_setzero_ps, load _mm256_loadu_ps, store _mm256_storeu_ps, splat _mm256_set1_ps,
-    fma _mm256_fmadd_ps, mul _mm256_mul_ps, add _mm256_add_ps, max _mm256_max_ps, prefetch prefetch
-}
-
-super::microkernel! {
-    /// The 16×6 kernel's edge for a last sliver of 5 columns.
-    #[target_feature(enable = "avx2,fma")]
-    fn kernel_16x5_avx2: __m256, lanes 8, vectors 2, cols 5, b_stride 6;
-    zero _mm256_setzero_ps, load _mm256_loadu_ps, store _mm256_storeu_ps, splat _mm256_set1_ps,
-    fma _mm256_fmadd_ps, mul _mm256_mul_ps, add _mm256_add_ps, max _mm256_max_ps, prefetch prefetch
-}
+avx2_edges!(
+    (kernel_16x1_avx2, 1),
+    (kernel_16x2_avx2, 2),
+    (kernel_16x3_avx2, 3),
+    (kernel_16x4_avx2, 4),
+    (kernel_16x5_avx2, 5)
+);
 
 super::microkernel! {
     /// 32×8 AVX-512F kernel: 2 zmm × 8 columns = 16 accumulators.
