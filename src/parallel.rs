@@ -199,6 +199,9 @@ mod hot {
         if SLOT.compare_exchange(std::ptr::null_mut(), ptr, SeqCst, SeqCst).is_err() {
             return false;
         }
+        // From here the task must not be freed while a helper may use it: the guard's drop
+        // (normal return or unwinding) retracts it and waits for the helpers to let go.
+        let published = Published(&task);
         // Spinning helpers join within a microsecond; start rayon jobs for the rest.
         for _ in HELPERS.load(SeqCst)..helpers {
             rayon::spawn(helper);
@@ -216,15 +219,25 @@ mod hot {
                 std::thread::yield_now();
             }
         }
-        SLOT.store(std::ptr::null_mut(), SeqCst);
-        while READERS.load(SeqCst) != 0 || task.users.load(SeqCst) != 0 {
-            std::hint::spin_loop();
-        }
+        drop(published);
         let panic = task.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(p) = panic {
             std::panic::resume_unwind(p);
         }
         true
+    }
+
+    /// A task in [`SLOT`]; dropping it retracts the task and waits until no helper is
+    /// between reading the slot and registering, and none still uses the task.
+    struct Published<'a>(&'a Task);
+
+    impl Drop for Published<'_> {
+        fn drop(&mut self) {
+            SLOT.store(std::ptr::null_mut(), SeqCst);
+            while READERS.load(SeqCst) != 0 || self.0.users.load(SeqCst) != 0 {
+                std::hint::spin_loop();
+            }
+        }
     }
 
     /// A helper: joins published tasks (each at most once), and returns after
