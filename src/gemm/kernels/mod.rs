@@ -79,7 +79,6 @@ macro_rules! microkernel {
             const L: usize = $L;
             // Floats per step of packed B: the sliver width, which an edge kernel (fewer
             // columns than its sliver) does not fill.
-            #[allow(unused_variables)]
             const BS: usize = NR $(+ $BS - NR)?;
             // SAFETY: the caller upholds the kernel contract (KernelFn): every pointer offset
             // below stays inside the A sliver, the packed B sliver, the C tile and the biases,
