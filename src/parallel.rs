@@ -107,6 +107,31 @@ pub fn for_each_part(parts: usize, f: impl Fn(usize) + Sync + Send) {
     }
 }
 
+/// `f(items, block)` for `parts` runs of whole items of `buf` (`item` floats each; channel
+/// planes, say), side by side: part `p` gets items `n·p/parts .. n·(p+1)/parts` of the
+/// `n = buf.len() / item` and their floats.
+pub(crate) fn for_each_block(
+    buf: &mut [f32],
+    item: usize,
+    parts: usize,
+    f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync + Send,
+) {
+    let n = buf.len().checked_div(item).unwrap_or(0);
+    let buf = &mut buf[..n * item];
+    let parts = parts.clamp(1, n.max(1));
+    if parts == 1 {
+        return f(0..n, buf);
+    }
+    let shared = SharedMut::new(buf);
+    for_each_part(parts, |part| {
+        let (i0, i1) = (n * part / parts, n * (part + 1) / parts);
+        // SAFETY: items i0..i1 (i1 ≤ n) of the buffer are this part's alone, and the buffer
+        // (n·item floats) outlives the parallel section.
+        let block = unsafe { std::slice::from_raw_parts_mut(shared.get().add(i0 * item), (i1 - i0) * item) };
+        f(i0..i1, block);
+    });
+}
+
 /// How long a helper thread stays awake, spinning, after its last fork-join.
 ///
 /// Waking a sleeping rayon worker costs 20–500 µs on a virtual machine (the other vCPU is

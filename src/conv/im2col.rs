@@ -17,7 +17,7 @@ use super::strided;
 use super::Conv2dPlan;
 use crate::gemm::{engine, run_problem, transpose_rows, CPtr, Operand, PackSource, Problem};
 use crate::geometry::Conv2dGeometry;
-use crate::parallel::{for_each_part, Parallelism, SharedMut};
+use crate::parallel::{for_each_block, for_each_part, Parallelism, SharedMut};
 use crate::SimdLevel;
 
 /// `$pack::<MR>(args)` for the kernel's sliver height `mr` (the packers' fixed-size copies
@@ -313,15 +313,9 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
             // [C/G × P] copy (long stride-S runs, split by channels like the GEMM), which
             // the GEMM then reads as a pointwise layer's input.
             with_scratch(cg * pixels, |xs| {
-                let parts = inner.threads_for(per_job).min(cg).max(1);
-                let shared = SharedMut::new(xs);
                 let (ow_n, row_step) = (g.w.output, g.h.stride * g.w.input);
-                for_each_part(parts, |part| {
-                    let (c0, c1) = (cg * part / parts, cg * (part + 1) / parts);
-                    for c in c0..c1 {
-                        // SAFETY: channel c's pixels of the copy are this part's alone
-                        // (c < c1 ≤ cg; the copy holds cg·pixels floats).
-                        let dst = unsafe { std::slice::from_raw_parts_mut(shared.get().add(c * pixels), pixels) };
+                for_each_block(&mut xs[..cg * pixels], pixels, inner.threads_for(per_job), |cs, block| {
+                    for (c, dst) in cs.zip(block.chunks_exact_mut(pixels)) {
                         let plane = &xg[c * plane_in..(c + 1) * plane_in];
                         strided::gather_rows(dst, plane, ow_n, row_step, g.w.stride, plan.level);
                     }

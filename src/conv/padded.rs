@@ -3,7 +3,7 @@
 
 use super::kernels::V;
 use crate::geometry::Conv2dGeometry;
-use crate::parallel::{for_each_part, SharedMut};
+use crate::parallel::for_each_block;
 
 /// The zero-padded copy of one group's input channels that a job reads from, split by
 /// column phase: with horizontal stride `sw`, padded column `col` is stored in phase
@@ -57,18 +57,9 @@ impl Padded {
 
     /// [`Padded::fill`] in `parts` blocks of channels, run side by side.
     pub fn fill_parallel(&self, g: &Conv2dGeometry, x: &[f32], channels: usize, buf: &mut [f32], parts: usize) {
-        let parts = parts.clamp(1, channels.max(1));
-        if parts == 1 {
-            return self.fill(g, x, channels, buf);
-        }
-        let (plane, plane_in) = (self.plane(), g.h.input * g.w.input);
-        let buf = &mut buf[..channels * plane];
-        let shared = SharedMut::new(buf);
-        for_each_part(parts, |part| {
-            let (c0, c1) = (channels * part / parts, channels * (part + 1) / parts);
-            // SAFETY: channels c0..c1 (c1 ≤ channels) of the buffer are this part's alone.
-            let mine = unsafe { std::slice::from_raw_parts_mut(shared.get().add(c0 * plane), (c1 - c0) * plane) };
-            self.fill(g, &x[c0 * plane_in..c1 * plane_in], c1 - c0, mine);
+        let plane_in = g.h.input * g.w.input;
+        for_each_block(&mut buf[..channels * self.plane()], self.plane(), parts, |cs, mine| {
+            self.fill(g, &x[cs.start * plane_in..cs.end * plane_in], cs.len(), mine);
         });
     }
 
