@@ -446,7 +446,8 @@ fn bitwise_identical_for_any_thread_count() {
         // One image, stride 2: backward-data's col2im shares channels among threads.
         ([1, 32, 40, 40], [32, 32, 3, 3], 2, 1, 1),
         ([8, 1, 28, 28], [6, 1, 5, 5], 1, 2, 1),
-        ([4, 6, 14, 14], [16, 6, 5, 5], 1, 0, 1),
+        // LeNet C3 with enough images (and flops) to run whole images side by side.
+        ([8, 6, 14, 14], [16, 6, 5, 5], 1, 0, 1),
         ([1, 32, 30, 30], [32, 32, 3, 3], 1, 1, 1),
         ([2, 16, 31, 29], [16, 1, 3, 3], 2, 1, 16),
         ([3, 12, 17, 17], [24, 4, 3, 3], 2, 1, 3),

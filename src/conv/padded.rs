@@ -31,6 +31,16 @@ impl Padded {
         Padded { hp, wq, phases }
     }
 
+    /// The input itself as the layout, when it needs no padding and no phase split (stride
+    /// 1): rows `W` long, planes `H·W`. Only for readers that never read past a row's last
+    /// tap (the channel-vectorised kernel clamps a ragged tile's pixels), not for those
+    /// that read a whole vector past the output's end.
+    pub fn unpadded(g: &Conv2dGeometry) -> Option<Self> {
+        let (h, w) = (&g.h, &g.w);
+        let no_pad = h.pad_before + h.pad_after + w.pad_before + w.pad_after == 0;
+        (no_pad && w.stride == 1).then_some(Padded { hp: h.input, wq: w.input, phases: 1 })
+    }
+
     pub fn row_len(&self) -> usize {
         self.phases * self.wq
     }
