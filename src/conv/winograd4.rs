@@ -36,7 +36,7 @@ use super::phase_rows::PhaseRows;
 use super::scratch::{with_scratch, with_scratch2};
 use super::strided;
 use super::Conv2dPlan;
-use crate::gemm::kernels::TileArgs;
+use crate::gemm::kernels::{ahead_in_k, TileArgs};
 use crate::geometry::{Axis, Conv2dGeometry, Conv2dParams};
 use crate::parallel::{for_each_part, SharedMut};
 use rayon::prelude::*;
@@ -245,6 +245,7 @@ fn run(plan: &Conv2dPlan, x: &[f32], u: &[f32], bias: Option<&[f32]>, relu: bool
                         row_bias: std::ptr::null(),
                         col_bias: std::ptr::null(),
                         relu: false,
+                        a_ahead: ahead_in_k(ld),
                     };
                     for s in 0..ns {
                         let a = vx[c0 * ld + s * mr..].as_ptr();

@@ -34,6 +34,15 @@ pub(crate) struct TileArgs {
     /// `NR` values, or null.
     pub col_bias: *const f32,
     pub relu: bool,
+    /// How far past each step's A (in floats) the kernel asks the caches for data early:
+    /// [`ahead_in_k`] for A that streams along k (packed slivers), or a few tiles along m
+    /// for an A read in place whose next tiles the next calls will read.
+    pub a_ahead: usize,
+}
+
+/// [`TileArgs::a_ahead`] for an A read along k with steps `a_step` apart: six steps ahead.
+pub(crate) fn ahead_in_k(a_step: usize) -> usize {
+    6 * a_step
 }
 
 /// A micro-kernel (see the module contract).
@@ -94,9 +103,9 @@ macro_rules! microkernel {
                 let (mut ap, mut bp) = (a, b);
                 // One step of k: MV loads of A, NR broadcasts of B, MV·NR FMAs.
                 let mut step = |ap: *const f32, bp: *const f32| {
-                    // A streams from L2; ask for it a few steps early. The address may lie
-                    // past the sliver (wrapping arithmetic, never dereferenced).
-                    $pf(ap.wrapping_add(a_step * 6));
+                    // Ask for A early (args.a_ahead). The address may lie past A (wrapping
+                    // arithmetic, never dereferenced).
+                    $pf(ap.wrapping_add(args.a_ahead));
                     let mut av: [$V; MV] = [$zero(); MV];
                     for v in 0..MV {
                         av[v] = $load(ap.add(v * L));
