@@ -101,9 +101,7 @@ mod avx2 {
         for i in 0..groups {
             group(dst, 8 * i);
         }
-        for i in groups * 8..n {
-            dst[i] = src[2 * i];
-        }
+        super::gather(&mut dst[groups * 8..n], &src[groups * 16..], 2);
     }
 }
 
