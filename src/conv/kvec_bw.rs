@@ -13,6 +13,7 @@
 use super::padded::Padded;
 use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
 use super::Conv2dPlan;
+use crate::gemm::transpose_rows;
 use crate::geometry::Conv2dGeometry;
 use crate::parallel::{for_each_part, SharedMut};
 use crate::simd::SimdLevel;
@@ -48,8 +49,11 @@ pub(super) fn preferred(g: &Conv2dGeometry) -> bool {
 
 pub(super) fn weight(plan: &Conv2dPlan, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let g = &plan.geo;
-    let (crs, pixels) = (g.reduction_len(), g.h.output * g.w.output);
-    let kp = g.k.div_ceil(L) * L;
+    // An unpadded stride-1 layer (LeNet's C3) is read in place: a row's span ends at most
+    // at its image's end (see `row_slices`), so no copy and no slack are needed.
+    if let Some(pad) = Padded::unpadded(g) {
+        return weight_from(plan, x, &pad, dy, dw);
+    }
     let pad = Padded::new(g);
     let cplane = g.c * pad.plane();
     let plane_in = g.h.input * g.w.input;
@@ -60,52 +64,70 @@ pub(super) fn weight(plan: &Conv2dPlan, x: &[f32], dy: &[f32], dw: &mut [f32]) {
         for n in 0..g.n {
             pad.fill(g, &x[n * g.c * plane_in..(n + 1) * g.c * plane_in], g.c, &mut xp[n * cplane..(n + 1) * cplane]);
         }
-        with_scratch2(g.n * pixels * kp, |dyt| {
-            // dyt[n][p][k] = dY[n, k, p], zero past K.
-            for n in 0..g.n {
-                let dst = &mut dyt[n * pixels * kp..(n + 1) * pixels * kp];
-                if kp != g.k {
-                    dst.fill(0.0);
-                }
-                for k in 0..g.k {
-                    let src = &dy[(n * g.k + k) * pixels..(n * g.k + k + 1) * pixels];
-                    for (p, &v) in src.iter().enumerate() {
-                        dst[p * kp + k] = v;
-                    }
+        weight_from(plan, xp, &pad, dy, dw);
+    });
+}
+
+/// [`weight`] from the images laid out as `pad` describes, `C` planes apart each.
+fn weight_from(plan: &Conv2dPlan, xp: &[f32], pad: &Padded, dy: &[f32], dw: &mut [f32]) {
+    let g = &plan.geo;
+    let (crs, pixels) = (g.reduction_len(), g.h.output * g.w.output);
+    let kp = g.k.div_ceil(L) * L;
+    let cplane = g.c * pad.plane();
+    with_scratch2(g.n * pixels * kp, |dyt| {
+        // dyt[n][p][k] = dY[n, k, p], zero past K.
+        for n in 0..g.n {
+            let dst = &mut dyt[n * pixels * kp..(n + 1) * pixels * kp];
+            // With 8 or 16 channels, the GEMM packer's 8×8 register transposes (the
+            // element-by-element loop was 13% of LeNet C3's backward-weight).
+            let rows = |k: usize| &dy[(n * g.k + k) * pixels..(n * g.k + k + 1) * pixels];
+            let done = match (g.k, kp) {
+                (16, 16) => transpose_rows::<16>(dst, &std::array::from_fn(rows), pixels, plan.level),
+                (8, 8) => transpose_rows::<8>(dst, &std::array::from_fn(rows), pixels, plan.level),
+                _ => false,
+            };
+            if done {
+                continue;
+            }
+            if kp != g.k {
+                dst.fill(0.0);
+            }
+            for k in 0..g.k {
+                let src = &dy[(n * g.k + k) * pixels..(n * g.k + k + 1) * pixels];
+                for (p, &v) in src.iter().enumerate() {
+                    dst[p * kp + k] = v;
                 }
             }
-            with_index_scratch(crs, |tap_off| {
-                pad.tap_offsets(g, tap_off);
-                let args = Args { g, pad: &pad, xp, cplane, dyt, kp, tap_off };
-                let out = SharedMut::new(dw);
-                let blocks = crs.div_ceil(TB);
-                let task = |b: usize| {
-                    let taps = b * TB..((b + 1) * TB).min(crs);
-                    let mut tile = [[0.0f32; 2 * L]; TB];
-                    for k0 in (0..kp).step_by(2 * L) {
-                        match plan.level {
-                            #[cfg(target_arch = "x86_64")]
-                            // SAFETY: the plan checked that this CPU supports the level.
-                            SimdLevel::Avx2 | SimdLevel::Avx512 => unsafe {
-                                tile_fma(&args, taps.clone(), k0, &mut tile)
-                            },
-                            _ => tile_portable(&args, taps.clone(), k0, &mut tile),
-                        }
-                        for (ti, t) in taps.clone().enumerate() {
-                            for (kk, &v) in tile[ti].iter().enumerate().take((g.k.saturating_sub(k0)).min(2 * L)) {
-                                // SAFETY: (k0 + kk, t) is inside dW (k0 + kk < K, t < CRS) and
-                                // tap t belongs to this task's block alone.
-                                unsafe { *out.get().add((k0 + kk) * crs + t) = v };
-                            }
+        }
+        with_index_scratch(crs, |tap_off| {
+            pad.tap_offsets(g, tap_off);
+            let args = Args { g, pad, xp, cplane, dyt, kp, tap_off };
+            let out = SharedMut::new(dw);
+            let blocks = crs.div_ceil(TB);
+            let task = |b: usize| {
+                let taps = b * TB..((b + 1) * TB).min(crs);
+                let mut tile = [[0.0f32; 2 * L]; TB];
+                for k0 in (0..kp).step_by(2 * L) {
+                    match plan.level {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: the plan checked that this CPU supports the level.
+                        SimdLevel::Avx2 | SimdLevel::Avx512 => unsafe { tile_fma(&args, taps.clone(), k0, &mut tile) },
+                        _ => tile_portable(&args, taps.clone(), k0, &mut tile),
+                    }
+                    for (ti, t) in taps.clone().enumerate() {
+                        for (kk, &v) in tile[ti].iter().enumerate().take((g.k.saturating_sub(k0)).min(2 * L)) {
+                            // SAFETY: (k0 + kk, t) is inside dW (k0 + kk < K, t < CRS) and
+                            // tap t belongs to this task's block alone.
+                            unsafe { *out.get().add((k0 + kk) * crs + t) = v };
                         }
                     }
-                };
-                if plan.parallelism.threads_for(g.flops()) > 1 {
-                    for_each_part(blocks, task);
-                } else {
-                    (0..blocks).for_each(task);
                 }
-            });
+            };
+            if plan.parallelism.threads_for(g.flops()) > 1 {
+                for_each_part(blocks, task);
+            } else {
+                (0..blocks).for_each(task);
+            }
         });
     });
 }
