@@ -75,15 +75,19 @@ fn weight_from(plan: &Conv2dPlan, xp: &[f32], pad: &Padded, dy: &[f32], dw: &mut
     let kp = g.k.div_ceil(L) * L;
     let cplane = g.c * pad.plane();
     with_scratch2(g.n * pixels * kp, |dyt| {
-        // dyt[n][p][k] = dY[n, k, p], zero past K.
+        // dyt[n][p][k] = dY[n, k, p] (past K: zeros, or copies whose sums are dropped).
         for n in 0..g.n {
             let dst = &mut dyt[n * pixels * kp..(n + 1) * pixels * kp];
-            // With 8 or 16 channels, the GEMM packer's 8×8 register transposes (the
-            // element-by-element loop was 13% of LeNet C3's backward-weight).
-            let rows = |k: usize| &dy[(n * g.k + k) * pixels..(n * g.k + k + 1) * pixels];
-            let done = match (g.k, kp) {
-                (16, 16) => transpose_rows::<16>(dst, &std::array::from_fn(rows), pixels, plan.level),
-                (8, 8) => transpose_rows::<8>(dst, &std::array::from_fn(rows), pixels, plan.level),
+            // Up to 16 channels, the GEMM packer's 8×8 register transposes (the
+            // element-by-element loop was 13% of LeNet C3's backward-weight). The lanes
+            // past K repeat channel K − 1: finite, and their sums are dropped.
+            let rows = |k: usize| {
+                let k = k.min(g.k - 1);
+                &dy[(n * g.k + k) * pixels..(n * g.k + k + 1) * pixels]
+            };
+            let done = match kp {
+                16 => transpose_rows::<16>(dst, &std::array::from_fn(rows), pixels, plan.level),
+                8 => transpose_rows::<8>(dst, &std::array::from_fn(rows), pixels, plan.level),
                 _ => false,
             };
             if done {
