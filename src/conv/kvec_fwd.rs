@@ -110,8 +110,8 @@ pub(super) fn forward_packed(
     if g.n == 0 || g.h.output == 0 || g.w.output == 0 {
         return;
     }
-    // A layer without padding, at stride 1, is read in place: no copy (LeNet C3's was 7% of
-    // its forward). Its tiles' reads stay inside the image (see `tile_avx2`).
+    // A layer without padding, at stride 1, is read in place: no copy (LeNet C3's copy, memset
+    // and memmove were ~9% of its forward). Its tiles' reads stay inside the image (see `tile_avx2`).
     let (pad, in_place) = match Padded::unpadded(g) {
         Some(layout) => (layout, true),
         None => (Padded::new(g), false),
@@ -128,31 +128,25 @@ pub(super) fn forward_packed(
                 row(plan.level, &ctx, xp, n, oh);
             }
         };
-        if in_place {
-            if threads > 1 && g.n >= 2 * threads {
-                for_each_part(g.n, |n| rows(image(n), n, 0..g.h.output));
-            } else {
-                let (bands, oh_n) = (threads.min(g.h.output), g.h.output);
-                for n in 0..g.n {
-                    for_each_part(bands, |b| rows(image(n), n, oh_n * b / bands..oh_n * (b + 1) / bands));
-                }
+        // Image n as the kernel reads it: in place, or its padded copy (filled by `parts`
+        // threads side by side).
+        let with_image = |n: usize, parts: usize, f: &mut dyn FnMut(&[f32])| {
+            if in_place {
+                return f(image(n));
             }
-        } else if threads > 1 && g.n >= 2 * threads {
-            // Whole images side by side.
-            for_each_part(g.n, |n| {
-                with_scratch(g.c * pad.plane(), |xp| {
-                    pad.fill(g, image(n), g.c, xp);
-                    rows(xp, n, 0..g.h.output);
-                });
+            with_scratch(g.c * pad.plane(), |xp| {
+                pad.fill_parallel(g, image(n), g.c, xp, parts);
+                f(xp);
             });
+        };
+        if threads > 1 && g.n >= 2 * threads {
+            // Whole images side by side.
+            for_each_part(g.n, |n| with_image(n, 1, &mut |xp| rows(xp, n, 0..g.h.output)));
         } else {
             // Image by image, each split into bands of output rows (one per thread).
-            let bands = threads.min(g.h.output);
+            let (bands, oh_n) = (threads.min(g.h.output), g.h.output);
             for n in 0..g.n {
-                with_scratch(g.c * pad.plane(), |xp| {
-                    pad.fill_parallel(g, image(n), g.c, xp, bands);
-                    let xp = &*xp;
-                    let oh_n = g.h.output;
+                with_image(n, bands, &mut |xp| {
                     for_each_part(bands, |b| rows(xp, n, oh_n * b / bands..oh_n * (b + 1) / bands));
                 });
             }
