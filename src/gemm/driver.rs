@@ -194,19 +194,16 @@ fn run_part(eng: Engine, pr: &Problem<'_>, rows: Range<usize>, cols: Range<usize
                     let bsl = &bpack[jr * kc..];
                     let nrows = mr.min(mc - ir);
                     let (i, j) = (ic + ir, jc + jr);
-                    let (a_ptr, a_step) = match direct {
-                        Some(a) if nrows == mr => (a.data[i + pc * a.cs..].as_ptr(), a.cs),
-                        Some(_) => (apack.as_ptr(), mr),
-                        None => (apack[ir * kc..].as_ptr(), mr),
-                    };
-                    let mut t = TileArgs { ..args };
-                    if direct.is_some() && nrows == mr {
+                    let (a_ptr, a_step, a_ahead) = match direct {
                         // A read in place: each step is one of k rows (for a short k and
                         // a long m, a different DRAM page each); the next calls read the
                         // next tiles along m, fetched now (LeNet C1 as a GEMM, 6 × 50176 ×
                         // 25: 27 → 32 GFLOP/s median, best 31 → 39, 4 interleaved runs).
-                        t.a_ahead = DIRECT_A_AHEAD_TILES * mr;
-                    }
+                        Some(a) if nrows == mr => (a.data[i + pc * a.cs..].as_ptr(), a.cs, DIRECT_A_AHEAD_TILES * mr),
+                        Some(_) => (apack.as_ptr(), mr, args.a_ahead),
+                        None => (apack[ir * kc..].as_ptr(), mr, args.a_ahead),
+                    };
+                    let mut t = TileArgs { a_ahead, ..args };
                     if last {
                         if let Some(v) = pr.row_bias {
                             t.row_bias = padded(&mut bias_r[..mr], &v[i..], nrows);
