@@ -226,6 +226,63 @@ fn kvec_long_case() -> impl Strategy<Value = ConvCase> {
         })
 }
 
+/// Problems big enough to run threaded (above the 2 MFLOP threshold), one or two images, so
+/// that one image's work is split among threads (im2col's bands of output rows), with every
+/// stride, dilation and asymmetric padding, including bands that lie wholly in the padding.
+fn threaded_case() -> impl Strategy<Value = ConvCase> {
+    (
+        (1usize..3, 1usize..3, 8usize..33, 8usize..41),
+        (1usize..6, 1usize..6, 1usize..5, 1usize..5, 1usize..4, 1usize..4),
+        (0usize..7, 0usize..7, 0usize..7, 0usize..7),
+        (0usize..30, 0usize..30, any::<u64>()),
+    )
+        .prop_filter_map(
+            "threaded",
+            |((n, groups, cg, kg), (r, s, sh, sw, dh, dw), (top, bottom, left, right), (eh, ew, seed))| {
+                let padding = Padding::Explicit { top, bottom, left, right };
+                let params = Conv2dParams { stride: (sh, sw), dilation: (dh, dw), padding, groups };
+                let ih = ((r - 1) * dh + 1 + eh).saturating_sub(top + bottom).max(1);
+                let iw = ((s - 1) * dw + 1 + ew).saturating_sub(left + right).max(1);
+                let (input_shape, weight_shape) = ([n, groups * cg, ih, iw], [groups * kg, cg, r, s]);
+                let geometry = convkit::Conv2dGeometry::new(&input_shape, &weight_shape, &params).ok()?;
+                let flops =
+                    2 * geometry.n * geometry.k * geometry.reduction_len() * geometry.h.output * geometry.w.output;
+                (flops >= 3_000_000 && geometry.h.output >= 3).then_some(ConvCase {
+                    input_shape,
+                    weight_shape,
+                    params,
+                    geometry,
+                    seed,
+                })
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(24), ..ProptestConfig::default() })]
+
+    /// Threads split one image's work without changing a bit of the forward result.
+    #[test]
+    fn threaded_forward_is_bitwise_the_sequential_one(case in threaded_case()) {
+        let (x, w, b) = (case.input(), case.weight(), case.bias());
+        for level in SimdLevel::supported() {
+            for algorithm in Algorithm::EXPLICIT {
+                let opts = ConvOptions::default().algorithm(algorithm).simd(level);
+                let Ok(seq) = Conv2dPlan::new(&case.input_shape, &case.weight_shape, &case.params, &opts.parallelism(Parallelism::Sequential)) else {
+                    continue;
+                };
+                let par = Conv2dPlan::new(&case.input_shape, &case.weight_shape, &case.params, &opts).unwrap();
+                let want = seq.forward(&x, &w, Some(&b)).unwrap();
+                for threads in [2, 3] {
+                    let got = with_threads(threads, || par.forward(&x, &w, Some(&b)).unwrap());
+                    let same = got.data().iter().zip(want.data()).all(|(p, q)| p.to_bits() == q.to_bits());
+                    prop_assert!(same, "{}[{}] {threads} threads differ: {:?}", algorithm.name(), level.name(), case);
+                }
+            }
+        }
+    }
+}
+
 proptest! {
     // Each case times every candidate for ≥ 20 ms once: few cases.
     #![proptest_config(ProptestConfig { cases: cases(8), ..ProptestConfig::default() })]
