@@ -481,6 +481,25 @@ fn winograd4_long_reductions_accumulate_in_blocks() {
 }
 
 #[test]
+fn winograd4_wide_layers_take_several_slivers_a_chunk() {
+    // Transformed filters larger than L2 (96 × 96 channels: 1.3 MB): chunks of at least 4
+    // slivers of 16 tiles, over several images (the proptests' filters are far smaller).
+    let params = Conv2dParams::default().padding(Padding::uniform(1));
+    let (input_shape, weight_shape) = ([4, 96, 22, 21], [96, 96, 3, 3]);
+    let geometry = convkit::Conv2dGeometry::new(&input_shape, &weight_shape, &params).unwrap();
+    let case = ConvCase { input_shape, weight_shape, params, geometry, seed: 5 };
+    let (x, w, b) = (case.input(), case.weight(), case.bias());
+    let want = r::conv2d(&x, &w, Some(&b), &params).unwrap();
+    let tol = Tolerance::reduction(geometry.reduction_len() + 1).with_scale(2.0).loosen(WINOGRAD4_LOOSEN);
+    for level in SimdLevel::supported() {
+        let opts = ConvOptions::default().algorithm(Algorithm::Winograd4).simd(level);
+        let plan = Conv2dPlan::new(&input_shape, &weight_shape, &params, &opts).unwrap();
+        check_tol(&format!("winograd4[{}]", level.name()), &plan.forward(&x, &w, Some(&b)).unwrap(), &want, tol)
+            .unwrap();
+    }
+}
+
+#[test]
 fn dilation_phases_without_inputs() {
     // Inputs narrower (or shorter) than the dilation, with padding wide enough for the
     // kernel: some of Winograd4's dilation phases hold no input at all, only padding (the
