@@ -102,7 +102,7 @@ mod avx2 {
         // ResNet's rows (q = 23) the tail's 28 bounds-checked moves took longer than the
         // two vector steps.
         let (s, o) = (src.as_ptr(), out.as_mut_ptr());
-        let last = (q >= 8 && !q.is_multiple_of(8)).then_some(q - 8);
+        let last = (q >= 8 && !q.is_multiple_of(8)).then(|| q - 8);
         for u in (0..q / 8 * 8).step_by(8).chain(last) {
             // SAFETY: groups u .. u + 8 (P·(u + 8) ≤ P·q floats of src) go to phase p's
             // floats u .. u + 8 (p·q + u + 8 ≤ P·q of out), asserted lengths.
