@@ -390,9 +390,8 @@ fn five_pixel_tiles_match_the_reference() {
         ([1, 4, 21, 21], [24, 4, 4, 4], Conv2dParams::default().stride(2, 2).padding(Padding::uniform(1))),
     ];
     for (seed, (input_shape, weight_shape, params)) in cases.into_iter().enumerate() {
-        let geometry = convkit::Conv2dGeometry::new(&input_shape, &weight_shape, &params).unwrap();
-        assert!(geometry.w.output.is_multiple_of(5), "{input_shape:?}");
-        let case = ConvCase { input_shape, weight_shape, params, geometry, seed: seed as u64 };
+        let case = ConvCase::fixed(input_shape, weight_shape, params, seed as u64);
+        assert!(case.geometry.w.output.is_multiple_of(5), "{input_shape:?}");
         for level in SimdLevel::supported() {
             check_case(&case, Algorithm::Direct, level).unwrap();
         }
@@ -411,8 +410,7 @@ fn few_channel_backward_weight_matches_the_reference() {
         ([2, 6, 14, 14], [16, 6, 5, 5], Conv2dParams::default()),
     ];
     for (seed, (input_shape, weight_shape, params)) in cases.into_iter().enumerate() {
-        let geometry = convkit::Conv2dGeometry::new(&input_shape, &weight_shape, &params).unwrap();
-        let case = ConvCase { input_shape, weight_shape, params, geometry, seed: seed as u64 };
+        let case = ConvCase::fixed(input_shape, weight_shape, params, seed as u64);
         for level in SimdLevel::supported() {
             check_case(&case, Algorithm::Direct, level).unwrap();
         }
@@ -472,9 +470,7 @@ fn winograd4_long_reductions_accumulate_in_blocks() {
     // More than 256 input channels: Winograd4 cuts each point's product into blocks of 256
     // channels accumulated into M in a fixed order (the proptests' channels never get there).
     let params = Conv2dParams::default().padding(Padding::uniform(1));
-    let (input_shape, weight_shape) = ([1, 300, 7, 6], [5, 300, 3, 3]);
-    let geometry = convkit::Conv2dGeometry::new(&input_shape, &weight_shape, &params).unwrap();
-    let case = ConvCase { input_shape, weight_shape, params, geometry, seed: 11 };
+    let case = ConvCase::fixed([1, 300, 7, 6], [5, 300, 3, 3], params, 11);
     for level in SimdLevel::supported() {
         check_case(&case, Algorithm::Winograd4, level).unwrap();
     }
@@ -485,15 +481,13 @@ fn winograd4_wide_layers_take_several_slivers_a_chunk() {
     // Transformed filters larger than L2 (96 × 96 channels: 1.3 MB): chunks of at least 4
     // slivers of 16 tiles, over several images (the proptests' filters are far smaller).
     let params = Conv2dParams::default().padding(Padding::uniform(1));
-    let (input_shape, weight_shape) = ([4, 96, 22, 21], [96, 96, 3, 3]);
-    let geometry = convkit::Conv2dGeometry::new(&input_shape, &weight_shape, &params).unwrap();
-    let case = ConvCase { input_shape, weight_shape, params, geometry, seed: 5 };
+    let case = ConvCase::fixed([4, 96, 22, 21], [96, 96, 3, 3], params, 5);
     let (x, w, b) = (case.input(), case.weight(), case.bias());
     let want = r::conv2d(&x, &w, Some(&b), &params).unwrap();
-    let tol = Tolerance::reduction(geometry.reduction_len() + 1).with_scale(2.0).loosen(WINOGRAD4_LOOSEN);
+    let tol = Tolerance::reduction(case.geometry.reduction_len() + 1).with_scale(2.0).loosen(WINOGRAD4_LOOSEN);
     for level in SimdLevel::supported() {
         let opts = ConvOptions::default().algorithm(Algorithm::Winograd4).simd(level);
-        let plan = Conv2dPlan::new(&input_shape, &weight_shape, &params, &opts).unwrap();
+        let plan = Conv2dPlan::new(&case.input_shape, &case.weight_shape, &params, &opts).unwrap();
         check_tol(&format!("winograd4[{}]", level.name()), &plan.forward(&x, &w, Some(&b)).unwrap(), &want, tol)
             .unwrap();
     }
@@ -512,8 +506,7 @@ fn dilation_phases_without_inputs() {
     ];
     for (seed, (input_shape, weight_shape, dilation, padding)) in cases.into_iter().enumerate() {
         let params = Conv2dParams { dilation, padding, ..Conv2dParams::default() };
-        let geometry = convkit::Conv2dGeometry::new(&input_shape, &weight_shape, &params).unwrap();
-        let case = ConvCase { input_shape, weight_shape, params, geometry, seed: seed as u64 };
+        let case = ConvCase::fixed(input_shape, weight_shape, params, seed as u64);
         for level in SimdLevel::supported() {
             check_case(&case, Algorithm::Winograd4, level).unwrap();
         }

@@ -68,6 +68,11 @@ pub struct ConvCase {
 }
 
 impl ConvCase {
+    /// A hand-written problem (the fixed cases beside the properties); panics if invalid.
+    pub fn fixed(input_shape: [usize; 4], weight_shape: [usize; 4], params: Conv2dParams, seed: u64) -> Self {
+        let geometry = Conv2dGeometry::new(&input_shape, &weight_shape, &params).expect("a valid fixed case");
+        ConvCase { input_shape, weight_shape, params, geometry, seed }
+    }
     pub fn input(&self) -> Tensor {
         SplitMix::new(self.seed).tensor(&self.input_shape)
     }
