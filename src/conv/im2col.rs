@@ -283,29 +283,33 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
     if g.n > 1 && pixels <= BATCH_PIXELS && !pointwise && batched_len <= BATCH_FLOATS {
         return forward_batched(plan, x, w, bias, relu, y, &pad);
     }
-    let wg_of = |grp: usize| Operand { data: &w[grp * kg * crs_len..(grp + 1) * kg * crs_len], rs: crs_len, cs: 1 };
     let job = |j: usize| {
         let (n, grp) = (j / g.groups, j % g.groups);
         let xg = &x[(n * g.c + grp * cg) * plane_in..(n * g.c + (grp + 1) * cg) * plane_in];
-        let wg = wg_of(grp);
-        let run = |a: &dyn PackSource| {
+        let wg = Operand { data: &w[grp * kg * crs_len..(grp + 1) * kg * crs_len], rs: crs_len, cs: 1 };
+        // Output pixels `first .. first + m` of every channel of this (image, group), with A
+        // the lowered rows of those pixels.
+        let run_rows = |a: &dyn PackSource, first: usize, m: usize, par: Parallelism| {
             let prob = Problem {
-                m: pixels,
+                m,
                 n: kg,
                 k: crs_len,
                 a,
                 bt: &wg,
-                // SAFETY: the offset is that of y[n, grp·kg, 0, 0], inside y (n < N, grp < G).
-                c: CPtr { ptr: unsafe { y_ptr.get().add((n * g.k + grp * kg) * pixels) }, rs: 1, cs: pixels },
+                // SAFETY: the offset is that of y[n, grp·kg, pixel first], inside y (n < N,
+                // grp < G, first < P).
+                c: CPtr { ptr: unsafe { y_ptr.get().add((n * g.k + grp * kg) * pixels + first) }, rs: 1, cs: pixels },
                 alpha: 1.0,
                 beta: 0.0,
                 row_bias: None,
                 col_bias: bias.map(|b| &b[grp * kg..(grp + 1) * kg]),
                 relu,
             };
-            // The C block (pixels × kg at stride pixels) lies inside y and is this job's alone.
-            run_problem(eng, &prob, inner);
+            // The C block (m × kg at stride pixels) lies inside y and is this job's alone
+            // (or, for a band, this band's alone).
+            run_problem(eng, &prob, par);
         };
+        let run = |a: &dyn PackSource| run_rows(a, 0, pixels, inner);
         if pointwise {
             run(&Operand { data: xg, rs: 1, cs: plane_in });
             return;
@@ -357,26 +361,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
                 with_index_scratch(crs_len, |tap_off| {
                     pb.tap_offsets(&gb, tap_off);
                     let a = Im2colRows { xp, pad: &pb, tap_off, geo: &gb, image_stride: 0 };
-                    let prob = Problem {
-                        m: (oh1 - oh0) * g.w.output,
-                        n: kg,
-                        k: crs_len,
-                        a: &a,
-                        bt: &wg_of(grp),
-                        c: CPtr {
-                            // SAFETY: the offset is that of y[n, grp·kg, oh0, 0], inside y;
-                            // the band's rows of every channel are this part's alone.
-                            ptr: unsafe { y_ptr.get().add((n * g.k + grp * kg) * pixels + oh0 * g.w.output) },
-                            rs: 1,
-                            cs: pixels,
-                        },
-                        alpha: 1.0,
-                        beta: 0.0,
-                        row_bias: None,
-                        col_bias: bias.map(|b| &b[grp * kg..(grp + 1) * kg]),
-                        relu,
-                    };
-                    run_problem(eng, &prob, Parallelism::Sequential);
+                    run_rows(&a, oh0 * g.w.output, (oh1 - oh0) * g.w.output, Parallelism::Sequential);
                 });
             });
         });
