@@ -137,7 +137,7 @@ impl Chunking {
         // Each chunk streams all of U (36 × C/G × K/G transformed filters) past its tiles:
         // when U outgrows L2 it comes from memory once per chunk, so wide layers take at
         // least 4 slivers a chunk (VGG's 256 × 256: U is 9.5 MB; 1 sliver a chunk re-read it
-        // 13 times per image, ~1.3× slower on one thread than 4 slivers).
+        // 13 times per image: 1.13–1.24× slower on one thread than 4 slivers).
         let u_bytes = 36 * 4 * g.c_per_group() * g.k_per_group().next_multiple_of(nr);
         let min_slivers = if u_bytes > U_RESIDENT_BYTES { 4 } else { 1 };
         let per_chunk = (CHUNK_BYTES / per_tile / mr).max(min_slivers);
