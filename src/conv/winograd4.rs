@@ -39,6 +39,7 @@ use super::Conv2dPlan;
 use crate::gemm::kernels::{ahead_in_k, TileArgs};
 use crate::geometry::{Axis, Conv2dGeometry, Conv2dParams};
 use crate::parallel::{for_each_part, SharedMut};
+use crate::SimdLevel;
 use rayon::prelude::*;
 
 /// Tiles per vector in the transforms.
@@ -66,7 +67,7 @@ pub(super) fn unsupported_reason(g: &Conv2dGeometry) -> Option<String> {
 /// within it the `C/G × NR` panel of each point ξ is what the kernel reads. Output channels
 /// past `K/G` (the last sliver's padding) are zero.
 #[allow(clippy::needless_range_loop)] // i indexes two arrays (a transpose)
-fn transform_filters(g: &Conv2dGeometry, w: &[f32], nr: usize, u: &mut [f32], threads: usize) {
+fn transform_filters(g: &Conv2dGeometry, w: &[f32], nr: usize, u: &mut [f32], threads: usize, level: SimdLevel) {
     use wide::f32x8;
     let (cg, kg) = (g.c_per_group(), g.k_per_group());
     let slivers = kg.div_ceil(nr);
@@ -81,6 +82,13 @@ fn transform_filters(g: &Conv2dGeometry, w: &[f32], nr: usize, u: &mut [f32], th
     };
     let one = |(grp, js): (usize, usize), out: &mut [f32]| {
         let lanes = nr.min(kg - js * nr);
+        #[cfg(target_arch = "x86_64")]
+        if level >= SimdLevel::Avx2 && nr <= 8 {
+            // SAFETY: the plan's level, which this CPU supports; the bounds are asserted
+            // inside.
+            unsafe { avx2::filter_sliver(w, (grp * kg + js * nr) * cg * 9, lanes, cg, nr, out) };
+            return;
+        }
         for c in 0..cg {
             let tap = |t: usize| {
                 let mut v = [0.0f32; 8];
@@ -180,7 +188,7 @@ pub(super) fn packed_len(plan: &Conv2dPlan) -> usize {
 pub(super) fn pack(plan: &Conv2dPlan, w: &[f32], u: &mut [f32]) {
     let g = &plan.geo;
     let nr = crate::gemm::engine(plan.level).blocking.nr;
-    transform_filters(g, w, nr, u, plan.parallelism.threads_for(g.flops() / 4.0));
+    transform_filters(g, w, nr, u, plan.parallelism.threads_for(g.flops() / 4.0), plan.level);
 }
 
 /// The forward pass with the filters already transformed by [`pack`].
@@ -620,6 +628,72 @@ mod avx2 {
     use super::{store_row, Chunk, L};
     use std::arch::x86_64::*;
 
+    /// One sliver of [`super::transform_filters`]: the `lanes` (≤ 8, at most `nr`) filters
+    /// starting at `w[first..]`, every input channel, into `out` as `[ξ][C/G][nr]`. The
+    /// same operations in the same order as the portable closure (no FMA contraction), so U's
+    /// values do not depend on the level (only a zero's sign may, in the lanes past K). Per channel the filters' first eight taps are loaded
+    /// as rows and transposed in registers (the portable gather took one bounds-checked
+    /// load per float, with its vectors split into SSE halves and spilled).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn filter_sliver(w: &[f32], first: usize, lanes: usize, cg: usize, nr: usize, out: &mut [f32]) {
+        assert!(lanes <= nr && nr <= 8 && first + lanes * cg * 9 <= w.len() && out.len() >= 36 * cg * nr);
+        let splat = |v: f32| _mm256_set1_ps(v);
+        let neg = |v: __m256| _mm256_xor_ps(v, _mm256_set1_ps(-0.0));
+        let interp = |a: __m256, b: __m256, c: __m256| {
+            let (sixth, b12) = (splat(1.0 / 6.0), _mm256_mul_ps(b, splat(1.0 / 12.0)));
+            let a24 = _mm256_mul_ps(a, splat(1.0 / 24.0));
+            let c6 = _mm256_mul_ps(c, sixth);
+            [
+                _mm256_mul_ps(a, splat(0.25)),
+                _mm256_mul_ps(neg(_mm256_add_ps(_mm256_add_ps(a, b), c)), sixth),
+                _mm256_mul_ps(neg(_mm256_add_ps(_mm256_sub_ps(a, b), c)), sixth),
+                _mm256_add_ps(_mm256_add_ps(a24, b12), c6),
+                _mm256_add_ps(_mm256_sub_ps(a24, b12), c6),
+                c,
+            ]
+        };
+        let zero = _mm256_setzero_ps();
+        for c in 0..cg {
+            // Lane l's nine taps start at w[first + (l·cg + c)·9]; its first eight are one
+            // load (the ninth float exists), its ninth a scalar.
+            let row = |l: usize| first + (l * cg + c) * 9;
+            let rows: [__m256; 8] = std::array::from_fn(|l| {
+                if l < lanes {
+                    // SAFETY: row(l) + 9 ≤ first + lanes·cg·9 ≤ w.len() for l < lanes (asserted).
+                    unsafe { _mm256_loadu_ps(w.as_ptr().add(row(l))) }
+                } else {
+                    zero
+                }
+            });
+            let t = crate::simd::x86::transpose8(rows);
+            let last: [f32; 8] = std::array::from_fn(|l| if l < lanes { w[row(l) + 8] } else { 0.0 });
+            // SAFETY: `last` holds 8 floats.
+            let ninth = unsafe { _mm256_loadu_ps(last.as_ptr()) };
+            let f: [__m256; 9] = std::array::from_fn(|i| if i < 8 { t[i] } else { ninth });
+            let cols: [[__m256; 6]; 3] = std::array::from_fn(|j| interp(f[j], f[3 + j], f[6 + j]));
+            for i in 0..6 {
+                let r = interp(cols[0][i], cols[1][i], cols[2][i]);
+                for (j, v) in r.into_iter().enumerate() {
+                    let at = ((i * 6 + j) * cg + c) * nr;
+                    if c + 1 < cg {
+                        // Eight floats: the ones past nr land on channel c + 1's lanes,
+                        // written next.
+                        let dst = &mut out[at..at + 8];
+                        // SAFETY: dst holds 8 floats.
+                        unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), v) };
+                    } else {
+                        let dst = &mut out[at..at + nr];
+                        // SAFETY: dst holds nr ≤ 8 floats, and only nr lanes are written.
+                        unsafe { crate::simd::x86::store_prefix(dst.as_mut_ptr(), v, nr) };
+                    }
+                }
+            }
+        }
+    }
+
     /// `Bᵀ·d` for six vectors.
     #[inline(always)]
     unsafe fn bt(d: [__m256; 6]) -> [__m256; 6] {
@@ -773,6 +847,37 @@ mod avx2 {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The filter transform gives the same values on every level (the AVX2 sliver repeats
+    /// the portable arithmetic), for whole and partial slivers, one channel and several, and
+    /// groups. Only the sign of a zero may differ, in the lanes past K (never stored).
+    #[test]
+    fn filter_transform_is_the_same_on_every_level() {
+        for (c, k, groups) in [(1, 1, 1), (3, 6, 1), (5, 13, 1), (4, 14, 2), (17, 8, 1)] {
+            let params = Conv2dParams { groups, ..Conv2dParams::default() };
+            let g = Conv2dGeometry::new(&[1, c, 6, 6], &[k, c / groups, 3, 3], &params).unwrap();
+            let w: Vec<f32> = (0..k * (c / groups) * 9).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+            let nr = crate::gemm::engine(crate::simd::active()).blocking.nr;
+            let len = groups * 36 * g.k_per_group().div_ceil(nr) * g.c_per_group() * nr;
+            let transform = |level: SimdLevel| {
+                let mut u = vec![f32::NAN; len];
+                transform_filters(&g, &w, nr, &mut u, 1, level);
+                u
+            };
+            let want = transform(SimdLevel::Portable);
+            for level in SimdLevel::supported() {
+                let got = transform(level);
+                // `==`: non-zero values bitwise, zeros of either sign; no NaN (all written).
+                let first = got.iter().zip(&want).position(|(a, b)| a != b);
+                assert!(first.is_none(), "C = {c}, K = {k}, G = {groups}, {level:?}: U[{first:?}] differs");
             }
         }
     }
