@@ -75,7 +75,7 @@ fn weight_from(plan: &Conv2dPlan, xp: &[f32], pad: &Padded, dy: &[f32], dw: &mut
     let kp = g.k.div_ceil(L) * L;
     let cplane = g.c * pad.plane();
     with_scratch2(g.n * pixels * kp, |dyt| {
-        // dyt[n][p][k] = dY[n, k, p] (past K: zeros, or copies whose sums are dropped).
+        // dyt[n][p][k] = dY[n, k, p] (past K: copies of channel K − 1, whose sums are dropped).
         for n in 0..g.n {
             let dst = &mut dyt[n * pixels * kp..(n + 1) * pixels * kp];
             // Up to 16 channels, the GEMM packer's 8×8 register transposes (the
@@ -93,12 +93,10 @@ fn weight_from(plan: &Conv2dPlan, xp: &[f32], pad: &Padded, dy: &[f32], dw: &mut
             if done {
                 continue;
             }
-            if kp != g.k {
-                dst.fill(0.0);
-            }
-            for k in 0..g.k {
-                let src = &dy[(n * g.k + k) * pixels..(n * g.k + k + 1) * pixels];
-                for (p, &v) in src.iter().enumerate() {
+            // More channels: element by element, the lanes past K again repeating channel
+            // K − 1, so every float is written once (no zero-fill pass first).
+            for k in 0..kp {
+                for (p, &v) in rows(k).iter().enumerate() {
                     dst[p * kp + k] = v;
                 }
             }
