@@ -630,10 +630,11 @@ mod avx2 {
 
     /// One sliver of [`super::transform_filters`]: the `lanes` (≤ 8, at most `nr`) filters
     /// starting at `w[first..]`, every input channel, into `out` as `[ξ][C/G][nr]`. The
-    /// same operations in the same order as the portable closure (no FMA contraction), so U's
-    /// values do not depend on the level (only a zero's sign may, in the lanes past K). Per channel the filters' first eight taps are loaded
-    /// as rows and transposed in registers (the portable gather took one bounds-checked
-    /// load per float, with its vectors split into SSE halves and spilled).
+    /// same operations in the same order as the portable closure (no FMA contraction), so
+    /// U's values do not depend on the level (only a zero's sign may, in the lanes past K).
+    /// Per channel the filters' first eight taps are loaded as rows and transposed in
+    /// registers (the portable gather took one bounds-checked load per float, with its
+    /// vectors split into SSE halves and spilled).
     ///
     /// # Safety
     /// The CPU must support AVX2.
