@@ -228,7 +228,8 @@ fn kvec_long_case() -> impl Strategy<Value = ConvCase> {
 
 /// Problems big enough to run threaded (above the 2 MFLOP threshold), one or two images, so
 /// that one image's work is split among threads (im2col's bands of output rows), with every
-/// stride, dilation and asymmetric padding, including bands that lie wholly in the padding.
+/// stride, dilation and asymmetric padding. (Bands that lie wholly in the padding are rare
+/// here: `threaded_bands_in_the_padding` has them.)
 fn threaded_case() -> impl Strategy<Value = ConvCase> {
     (
         (1usize..3, 1usize..3, 8usize..33, 8usize..41),
@@ -264,23 +265,41 @@ proptest! {
     /// Threads split one image's work without changing a bit of the forward result.
     #[test]
     fn threaded_forward_is_bitwise_the_sequential_one(case in threaded_case()) {
-        let (x, w, b) = (case.input(), case.weight(), case.bias());
-        for level in SimdLevel::supported() {
-            for algorithm in Algorithm::EXPLICIT {
-                let opts = ConvOptions::default().algorithm(algorithm).simd(level);
-                let Ok(seq) = Conv2dPlan::new(&case.input_shape, &case.weight_shape, &case.params, &opts.parallelism(Parallelism::Sequential)) else {
-                    continue;
-                };
-                let par = Conv2dPlan::new(&case.input_shape, &case.weight_shape, &case.params, &opts).unwrap();
-                let want = seq.forward(&x, &w, Some(&b)).unwrap();
-                for threads in [2, 3] {
-                    let got = with_threads(threads, || par.forward(&x, &w, Some(&b)).unwrap());
-                    let same = got.data().iter().zip(want.data()).all(|(p, q)| p.to_bits() == q.to_bits());
-                    prop_assert!(same, "{}[{}] {threads} threads differ: {:?}", algorithm.name(), level.name(), case);
-                }
+        check_threads_bitwise(&case)?;
+    }
+}
+
+/// Every explicit algorithm's forward on 2 and 3 threads against its sequential plan, bit
+/// for bit, on every level.
+fn check_threads_bitwise(case: &ConvCase) -> Result<(), TestCaseError> {
+    let (x, w, b) = (case.input(), case.weight(), case.bias());
+    for level in SimdLevel::supported() {
+        for algorithm in Algorithm::EXPLICIT {
+            let opts = ConvOptions::default().algorithm(algorithm).simd(level);
+            let sequential = opts.parallelism(Parallelism::Sequential);
+            let Ok(seq) = Conv2dPlan::new(&case.input_shape, &case.weight_shape, &case.params, &sequential) else {
+                continue;
+            };
+            let par = Conv2dPlan::new(&case.input_shape, &case.weight_shape, &case.params, &opts).unwrap();
+            let want = seq.forward(&x, &w, Some(&b)).unwrap();
+            for threads in [2, 3] {
+                let got = with_threads(threads, || par.forward(&x, &w, Some(&b)).unwrap());
+                let same = got.data().iter().zip(want.data()).all(|(p, q)| p.to_bits() == q.to_bits());
+                prop_assert!(same, "{}[{}] {threads} threads differ: {:?}", algorithm.name(), level.name(), case);
             }
         }
     }
+    Ok(())
+}
+
+/// One input row under six rows of padding on each side: with 2 or 3 threads, im2col's
+/// first and last bands of output rows read padding only.
+#[test]
+fn threaded_bands_in_the_padding() {
+    let padding = Padding::Explicit { top: 6, bottom: 6, left: 1, right: 1 };
+    let params = Conv2dParams { padding, ..Conv2dParams::default() };
+    let case = ConvCase::fixed([1, 32, 1, 40], [32, 32, 1, 3], params, 3);
+    check_threads_bitwise(&case).unwrap();
 }
 
 proptest! {
