@@ -399,18 +399,24 @@ proptest! {
     }
 }
 
-/// Output rows 5, 10 and 15 wide, which the channel-vectorised forward tiles 5 pixels at a
-/// time (6 otherwise): LeNet's C3, a wider 5×5 layer and a strided one, on every level.
+/// Output rows that the channel-vectorised forward ends with 5-pixel tiles (6 otherwise):
+/// 5, 10 and 15 wide (LeNet's C3, a wider 5×5 layer and a strided one: 5-pixel tiles only),
+/// 11, 27 and 28 wide (6-pixel tiles, then one, three or two of 5: a stride-2 ResNet
+/// layer's rows of 27 and 28), on every level.
 #[test]
 fn five_pixel_tiles_match_the_reference() {
+    let s2 = Conv2dParams::default().stride(2, 2);
     let cases = [
         ([2, 6, 14, 14], [16, 6, 5, 5], Conv2dParams::default()),
         ([1, 3, 19, 19], [8, 3, 5, 5], Conv2dParams::default()),
-        ([1, 4, 21, 21], [24, 4, 4, 4], Conv2dParams::default().stride(2, 2).padding(Padding::uniform(1))),
+        ([1, 4, 21, 21], [24, 4, 4, 4], s2.padding(Padding::uniform(1))),
+        ([1, 8, 3, 13], [16, 8, 3, 3], Conv2dParams::default()),
+        ([1, 8, 7, 55], [16, 8, 3, 3], s2),
+        ([1, 8, 6, 56], [8, 8, 3, 3], s2.padding(Padding::uniform(1))),
     ];
     for (seed, (input_shape, weight_shape, params)) in cases.into_iter().enumerate() {
         let case = ConvCase::fixed(input_shape, weight_shape, params, seed as u64);
-        assert!(case.geometry.w.output.is_multiple_of(5), "{input_shape:?}");
+        assert!(!case.geometry.w.output.is_multiple_of(6), "{input_shape:?}");
         for level in SimdLevel::supported() {
             check_case(&case, Algorithm::Direct, level).unwrap();
         }

@@ -157,11 +157,15 @@ pub(super) fn forward_packed(
 /// Every output of row `oh` of image `n`.
 fn row(level: SimdLevel, c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize) {
     let (ow_n, k) = (c.g.w.output, c.g.k);
-    // The AVX2 tile takes 5 pixels instead of 6 when that tiles the row exactly and 6 does
-    // not (LeNet C3's rows of 10: 12 lanes computed per 10 pixels with 6).
+    // The AVX2 tile takes 5 pixels instead of 6 where a mix of the two tiles the row exactly
+    // and 6 alone does not: the row's last `fives` tiles take 5 (LeNet C3's rows of 10:
+    // 5 + 5, not 12 lanes per 10 pixels; a stride-2 ResNet layer's rows of 27: 6·2 + 5·3,
+    // not 30 lanes per 27 pixels).
     let avx2 = matches!(level, SimdLevel::Avx2 | SimdLevel::Avx512);
-    let tp = if avx2 && ow_n.is_multiple_of(5) && !ow_n.is_multiple_of(P) { 5 } else { P };
-    for ow0 in (0..ow_n).step_by(tp) {
+    let fives = if avx2 { five_tiles(ow_n) } else { 0 };
+    let sixes = (ow_n - 5 * fives).div_ceil(P);
+    for (i, ow0) in (0..sixes).map(|i| i * P).chain((0..fives).map(|i| ow_n - 5 * (fives - i))).enumerate() {
+        let tp = if i < sixes { P } else { 5 };
         let mut k0 = 0;
         while k0 < k {
             let width = block_width(k, k0);
@@ -185,6 +189,19 @@ fn row(level: SimdLevel, c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize) {
             }
             k0 += width;
         }
+    }
+}
+
+/// How many 5-pixel tiles end a row of `ow_n` pixels so that the rest is whole 6-pixel
+/// tiles: the fewest that make `ow_n − 5·fives` a multiple of 6, or none when no mix fits
+/// (the row then ends in a ragged 6-pixel tile).
+fn five_tiles(ow_n: usize) -> usize {
+    // 5·b ≡ ow_n (mod 6) ⇔ b ≡ −ow_n (mod 6).
+    let fives = (P - ow_n % P) % P;
+    if 5 * fives <= ow_n {
+        fives
+    } else {
+        0
     }
 }
 
