@@ -213,9 +213,10 @@ fn kvec_case() -> impl Strategy<Value = ConvCase> {
 fn kvec_long_case() -> impl Strategy<Value = ConvCase> {
     ((1usize..3, 28usize..64, 1usize..17, 1usize..3, 0usize..3), (1usize..3, 3usize..12, 3usize..24, any::<u64>()))
         .prop_filter_map("fits", |((n, c, kv, stride, pad), (dilation, ih, iw, seed))| {
-            // Many input channels (the channel-interleaved copy, partial last blocks
-            // included), one or two images, dilated or not, rows wide enough for the
-            // copy's 8-column transposes.
+            // Many input channels (multiples of 8 read through the channel-interleaved
+            // copy when padded or strided, other counts through the planar one), one or
+            // two images, dilated or not, rows wide enough for the copy's 8-column
+            // transposes.
             let params = Conv2dParams::default()
                 .stride(stride, stride)
                 .dilation(dilation, dilation)

@@ -7,7 +7,12 @@
 //! and `P` broadcast inputs — the GEMM micro-kernel's shape, with the input read in place
 //! from the padded image instead of a packed panel. Each output is computed by one tile, in
 //! tap order, so the result does not depend on the thread count.
+//!
+//! Layers with whole blocks of 8 input channels read a channel-interleaved copy instead
+//! ([`super::interleaved`]), the taps ordered `(block, r, s, channel)` and the weight panels
+//! to match; the AVX2 tile then takes a block's 8 taps from one base at constant offsets.
 
+use super::interleaved::{reorder_panel, Interleaved, IL};
 use super::padded::Padded;
 use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
 use super::Conv2dPlan;
@@ -36,7 +41,13 @@ pub(super) fn preferred(g: &Conv2dGeometry) -> bool {
 
 struct Ctx<'a> {
     g: &'a Conv2dGeometry,
-    pad: &'a Padded,
+    /// Floats from one output row's first pixel to the next row's in the copy read.
+    row_step: usize,
+    /// Floats from one pixel to the next along a row: 1, or [`IL`] when interleaved.
+    px_step: usize,
+    /// Whether the taps come in blocks of [`IL`] channels at constant offsets `0 .. IL`
+    /// (the interleaved copy).
+    blocked: bool,
     wt: &'a [f32],
     tap_off: &'a [usize],
     /// The largest tap offset (how far past a pixel's base its taps read).
@@ -83,6 +94,10 @@ pub(super) fn pack(g: &Conv2dGeometry, w: &[f32], wt: &mut [f32]) {
                 }
             }
         }
+        if Interleaved::new(g).is_some() {
+            // The taps in the order the interleaved copy is read in.
+            reorder_panel(g, panel, width);
+        }
         k0 += width;
     }
 }
@@ -111,17 +126,29 @@ pub(super) fn forward_packed(
         return;
     }
     // A layer without padding, at stride 1, is read in place: no copy (LeNet C3's copy, memset
-    // and memmove were ~9% of its forward). Its tiles' reads stay inside the image (see `tile_avx2`).
-    let (pad, in_place) = match Padded::unpadded(g) {
-        Some(layout) => (layout, true),
-        None => (Padded::new(g), false),
+    // and memmove were ~9% of its forward). Its tiles' reads stay inside the image (see
+    // `tile_avx2`). Layers with many channels read a channel-interleaved copy.
+    let layout = match (Padded::unpadded(g), Interleaved::new(g)) {
+        (Some(p), _) => Layout::InPlace(p),
+        (None, Some(il)) => Layout::Interleaved(il),
+        (None, None) => Layout::Planar(Padded::new(g)),
     };
     let plane_in = g.h.input * g.w.input;
     let image = |n: usize| &x[n * g.c * plane_in..(n + 1) * g.c * plane_in];
     with_index_scratch(crs, |tap_off| {
-        pad.tap_offsets(g, tap_off);
+        let (row_step, px_step) = match &layout {
+            Layout::InPlace(p) | Layout::Planar(p) => {
+                p.tap_offsets(g, tap_off);
+                (g.h.stride * p.row_len(), 1)
+            }
+            Layout::Interleaved(il) => {
+                il.tap_offsets(g, tap_off);
+                (il.row_step(g), IL)
+            }
+        };
+        let blocked = matches!(layout, Layout::Interleaved(_));
         let reach = tap_off.iter().copied().max().unwrap_or(0);
-        let ctx = Ctx { g, pad: &pad, wt, tap_off, reach, bias, relu, y: SharedMut::new(y) };
+        let ctx = Ctx { g, row_step, px_step, blocked, wt, tap_off, reach, bias, relu, y: SharedMut::new(y) };
         let threads = plan.parallelism.threads_for(g.flops());
         let rows = |xp: &[f32], n: usize, band: std::ops::Range<usize>| {
             for oh in band {
@@ -130,14 +157,16 @@ pub(super) fn forward_packed(
         };
         // Image n as the kernel reads it: in place, or its padded copy (filled by `parts`
         // threads side by side).
-        let with_image = |n: usize, parts: usize, f: &mut dyn FnMut(&[f32])| {
-            if in_place {
-                return f(image(n));
-            }
-            with_scratch(g.c * pad.plane(), |xp| {
-                pad.fill_parallel(g, image(n), g.c, xp, parts);
+        let with_image = |n: usize, parts: usize, f: &mut dyn FnMut(&[f32])| match &layout {
+            Layout::InPlace(_) => f(image(n)),
+            Layout::Planar(p) => with_scratch(g.c * p.plane(), |xp| {
+                p.fill_parallel(g, image(n), g.c, xp, parts);
                 f(xp);
-            });
+            }),
+            Layout::Interleaved(il) => with_scratch(il.len(g), |xp| {
+                il.fill(g, image(n), xp, parts, plan.level);
+                f(xp);
+            }),
         };
         if threads > 1 && g.n >= 2 * threads {
             // Whole images side by side.
@@ -152,6 +181,16 @@ pub(super) fn forward_packed(
             }
         }
     });
+}
+
+/// The copy of an image the kernel reads.
+enum Layout {
+    /// The input itself (no padding, stride 1).
+    InPlace(Padded),
+    /// [`Padded`]: plane by plane.
+    Planar(Padded),
+    /// [`Interleaved`]: channels in blocks of [`IL`].
+    Interleaved(Interleaved),
 }
 
 /// Every output of row `oh` of image `n`.
@@ -174,11 +213,15 @@ fn row(level: SimdLevel, c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize) {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the plan checked that this CPU supports the level.
                 SimdLevel::Avx2 | SimdLevel::Avx512 => unsafe {
-                    match (two, tp) {
-                        (true, 5) => tile_avx2::<2, 5>(c, xp, n, oh, ow0, k0),
-                        (false, 5) => tile_avx2::<1, 5>(c, xp, n, oh, ow0, k0),
-                        (true, _) => tile_avx2::<2, P>(c, xp, n, oh, ow0, k0),
-                        (false, _) => tile_avx2::<1, P>(c, xp, n, oh, ow0, k0),
+                    match (two, tp, c.blocked) {
+                        (true, 5, false) => tile_avx2::<2, 5, false>(c, xp, n, oh, ow0, k0),
+                        (false, 5, false) => tile_avx2::<1, 5, false>(c, xp, n, oh, ow0, k0),
+                        (true, _, false) => tile_avx2::<2, P, false>(c, xp, n, oh, ow0, k0),
+                        (false, _, false) => tile_avx2::<1, P, false>(c, xp, n, oh, ow0, k0),
+                        (true, 5, true) => tile_avx2::<2, 5, true>(c, xp, n, oh, ow0, k0),
+                        (false, 5, true) => tile_avx2::<1, 5, true>(c, xp, n, oh, ow0, k0),
+                        (true, _, true) => tile_avx2::<2, P, true>(c, xp, n, oh, ow0, k0),
+                        (false, _, true) => tile_avx2::<1, P, true>(c, xp, n, oh, ow0, k0),
                     }
                 },
                 _ => {
@@ -209,8 +252,8 @@ fn five_tiles(ow_n: usize) -> usize {
 /// are not stored) and the slice of `xp` they and every tap stay inside.
 fn pixel_bases<const TP: usize>(c: &Ctx<'_>, oh: usize, ow0: usize) -> [usize; TP] {
     let ow_n = c.g.w.output;
-    let base = oh * c.g.h.stride * c.pad.row_len();
-    std::array::from_fn(|p| base + (ow0 + p).min(ow_n - 1))
+    let base = oh * c.row_step;
+    std::array::from_fn(|p| base + (ow0 + p).min(ow_n - 1) * c.px_step)
 }
 
 /// Bias, ReLU and the scatter of a `P × width` tile (pixel-major) into NCHW `y`.
@@ -251,7 +294,14 @@ fn tile_portable(c: &Ctx<'_>, xp: &[f32], oh: usize, ow0: usize, k0: usize, nv: 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::needless_range_loop)] // v indexes the inner dimension of acc and the channels
-fn tile_avx2<const NV: usize, const TP: usize>(c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize, ow0: usize, k0: usize) {
+fn tile_avx2<const NV: usize, const TP: usize, const BLOCKED: bool>(
+    c: &Ctx<'_>,
+    xp: &[f32],
+    n: usize,
+    oh: usize,
+    ow0: usize,
+    k0: usize,
+) {
     use std::arch::x86_64::*;
     let bases = pixel_bases::<TP>(c, oh, ow0);
     // Every read below lies in xs = xp[lo .. hi] and in the panel, checked once here.
@@ -266,15 +316,39 @@ fn tile_avx2<const NV: usize, const TP: usize>(c: &Ctx<'_>, xp: &[f32], n: usize
     // rel[p] + off instead, the compiler kept the six rel values rotating through
     // registers, four moves a tap: the tile ran at ~40 GFLOP/s, now ~65 on one thread.)
     let px: [*const f32; TP] = std::array::from_fn(|p| xs[rel[p]..].as_ptr());
-    for (wrow, &off) in panel.chunks_exact(NV * L).zip(offs) {
-        // SAFETY: wrow holds NV·L floats; px[p] + off = xs + rel[p] + off with rel[p] + off
-        // ≤ bases[TP−1] − lo + reach < xs.len(); AVX2 and FMA are enabled in this function.
-        unsafe {
-            let wv: [__m256; NV] = std::array::from_fn(|v| _mm256_loadu_ps(wrow.as_ptr().add(v * L)));
-            for p in 0..TP {
-                let xv = _mm256_broadcast_ss(&*px[p].add(off));
-                for v in 0..NV {
-                    acc[p][v] = _mm256_fmadd_ps(xv, wv[v], acc[p][v]);
+    if BLOCKED {
+        // A block's IL taps at one (r, s) lie at offsets off .. off + IL (the interleaved
+        // copy's tap order; `Interleaved::tap_offsets`): one offset load per block, the
+        // channels at constant displacements.
+        debug_assert!(offs.chunks_exact(IL).all(|b| b.iter().enumerate().all(|(ci, &o)| o == b[0] + ci)));
+        for (wblock, &off) in panel.chunks_exact(IL * NV * L).zip(offs.iter().step_by(IL)) {
+            for ci in 0..IL {
+                // SAFETY: wblock holds IL·NV·L floats; off + ci is the offset of tap
+                // (block, r, s, ci), ≤ reach, so px[p] + off + ci stays inside xs as below;
+                // AVX2 and FMA are enabled in this function.
+                unsafe {
+                    let wv: [__m256; NV] =
+                        std::array::from_fn(|v| _mm256_loadu_ps(wblock.as_ptr().add((ci * NV + v) * L)));
+                    for p in 0..TP {
+                        let xv = _mm256_broadcast_ss(&*px[p].add(off + ci));
+                        for v in 0..NV {
+                            acc[p][v] = _mm256_fmadd_ps(xv, wv[v], acc[p][v]);
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        for (wrow, &off) in panel.chunks_exact(NV * L).zip(offs) {
+            // SAFETY: wrow holds NV·L floats; px[p] + off = xs + rel[p] + off with rel[p] + off
+            // ≤ bases[TP−1] − lo + reach < xs.len(); AVX2 and FMA are enabled in this function.
+            unsafe {
+                let wv: [__m256; NV] = std::array::from_fn(|v| _mm256_loadu_ps(wrow.as_ptr().add(v * L)));
+                for p in 0..TP {
+                    let xv = _mm256_broadcast_ss(&*px[p].add(off));
+                    for v in 0..NV {
+                        acc[p][v] = _mm256_fmadd_ps(xv, wv[v], acc[p][v]);
+                    }
                 }
             }
         }

@@ -37,6 +37,7 @@ mod depthwise;
 mod direct;
 mod direct_bw;
 mod im2col;
+mod interleaved;
 mod kernels;
 mod kvec_bw;
 mod kvec_fwd;
