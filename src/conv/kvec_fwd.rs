@@ -147,6 +147,11 @@ pub(super) fn forward_packed(
             }
         };
         let blocked = matches!(layout, Layout::Interleaved(_));
+        // The blocked tile's reads rest on this (checked once per call: C·R·S offsets).
+        assert!(
+            !blocked || tap_off.chunks_exact(IL).all(|b| b.iter().enumerate().all(|(ci, &o)| o == b[0] + ci)),
+            "interleaved taps come in blocks at offsets 0 .. IL"
+        );
         let reach = tap_off.iter().copied().max().unwrap_or(0);
         let ctx = Ctx { g, row_step, px_step, blocked, wt, tap_off, reach, bias, relu, y: SharedMut::new(y) };
         let threads = plan.parallelism.threads_for(g.flops());
@@ -320,11 +325,11 @@ fn tile_avx2<const NV: usize, const TP: usize, const BLOCKED: bool>(
         // A block's IL taps at one (r, s) lie at offsets off .. off + IL (the interleaved
         // copy's tap order; `Interleaved::tap_offsets`): one offset load per block, the
         // channels at constant displacements.
-        debug_assert!(offs.chunks_exact(IL).all(|b| b.iter().enumerate().all(|(ci, &o)| o == b[0] + ci)));
         for (wblock, &off) in panel.chunks_exact(IL * NV * L).zip(offs.iter().step_by(IL)) {
             for ci in 0..IL {
                 // SAFETY: wblock holds IL·NV·L floats; off + ci is the offset of tap
-                // (block, r, s, ci), ≤ reach, so px[p] + off + ci stays inside xs as below;
+                // (block, r, s, ci) (asserted in `forward_packed`), ≤ reach, so
+                // px[p] + off + ci stays inside xs as below;
                 // AVX2 and FMA are enabled in this function.
                 unsafe {
                     let wv: [__m256; NV] =
