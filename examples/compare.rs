@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo run --release --example compare                 # table
-//! cargo run --release --example compare -- --json       # JSON lines: name, algorithm, pass, threads, ms, gflops
+//! cargo run --release --example compare -- --json       # JSON lines: name, algorithm, pass, threads, ms, ms_min, gflops
 //! cargo run --release --example compare -- --quick      # fewer repeats
 //! cargo run --release --example compare -- --min-time 0.2  # samples to fill 0.2 s each (the anchors' rule)
 //! cargo run --release --example compare -- --only resnet_c2 --passes forward --algorithms auto,im2col
@@ -36,8 +36,8 @@ fn main() -> convkit::Result<()> {
     // `--min-time S`: samples to fill S seconds per measurement instead (as the anchors do).
     let min_time: Option<f64> = arg(&args, "--min-time").and_then(|v| v.parse().ok());
     let measure = |f: &mut dyn FnMut()| match min_time {
-        Some(t) => timing::median_secs_for(f, t),
-        None => timing::median_secs(f, samples),
+        Some(t) => timing::sampled_for(f, t),
+        None => timing::sampled(f, samples),
     };
     let only: Option<Vec<String>> = arg(&args, "--only").map(|s| s.split(',').map(String::from).collect());
     let passes: Vec<String> = arg(&args, "--passes")
@@ -98,19 +98,21 @@ fn main() -> convkit::Result<()> {
                         "backward_weight" => {
                             measure(&mut || plan.backward_weight_into(&x, &dy, black_box(&mut dw)).unwrap())
                         }
-                        _ => f64::NAN,
+                        _ => timing::Sampled { median: f64::NAN, min: f64::NAN },
                     });
+                    let (secs, min_secs) = (secs.median, secs.min);
                     if secs.is_nan() {
                         continue;
                     }
                     let gflops = flops / secs / 1e9;
                     if json {
                         println!(
-                            "{{\"name\":\"{}\",\"algorithm\":\"{}\",\"chosen\":\"{}\",\"pass\":\"{pass}\",\"threads\":{t},\"ms\":{:.5},\"gflops\":{gflops:.3}}}",
+                            "{{\"name\":\"{}\",\"algorithm\":\"{}\",\"chosen\":\"{}\",\"pass\":\"{pass}\",\"threads\":{t},\"ms\":{:.5},\"ms_min\":{:.5},\"gflops\":{gflops:.3}}}",
                             s.name,
                             algorithm.name(),
                             plan.algorithm().name(),
-                            secs * 1e3
+                            secs * 1e3,
+                            min_secs * 1e3
                         );
                     } else {
                         println!("| {} | {label} | {pass} | {t} | {:.4} | {gflops:.1} |", s.name, secs * 1e3);

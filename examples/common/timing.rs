@@ -3,22 +3,43 @@
 //! instead takes as many samples as fill a time budget (at least 5, at most 50), the rule
 //! of the anchors' Python harness, so that side-by-side medians cover as much time.
 
+// Not every example that includes this module uses all of it.
+#![allow(dead_code)]
+
 use std::time::Instant;
 
 pub fn median_secs(f: impl FnMut(), samples: usize) -> f64 {
-    timed(f, |_| samples)
+    timed(f, |_| samples).median
 }
 
 /// The median seconds per call over enough samples to fill `min_time` seconds (at least 5,
 /// at most 50 samples of at least 5 ms each).
-#[allow(dead_code)] // not every example that includes this module uses it
 pub fn median_secs_for(f: impl FnMut(), min_time: f64) -> f64 {
+    sampled_for(f, min_time).median
+}
+
+/// Seconds per call of one measurement: the median of its samples (the figure quoted) and
+/// the fastest sample (on this shared machine, the closest to an undisturbed run: slow
+/// spells stretch some samples, never shorten one).
+#[derive(Clone, Copy, Debug)]
+pub struct Sampled {
+    pub median: f64,
+    pub min: f64,
+}
+
+/// [`Sampled`] with `samples` samples.
+pub fn sampled(f: impl FnMut(), samples: usize) -> Sampled {
+    timed(f, |_| samples)
+}
+
+/// [`Sampled`] over enough samples to fill `min_time` seconds, as [`median_secs_for`].
+pub fn sampled_for(f: impl FnMut(), min_time: f64) -> Sampled {
     timed(f, |sample_secs| ((min_time / sample_secs).ceil() as usize).clamp(5, 50))
 }
 
 /// Warms up, sizes a sample to at least 5 ms of calls, takes `samples(seconds per sample)`
-/// samples and returns the median seconds per call.
-fn timed(mut f: impl FnMut(), samples: impl FnOnce(f64) -> usize) -> f64 {
+/// samples and returns the median and the fastest seconds per call.
+fn timed(mut f: impl FnMut(), samples: impl FnOnce(f64) -> usize) -> Sampled {
     f();
     let t = Instant::now();
     f();
@@ -34,5 +55,5 @@ fn timed(mut f: impl FnMut(), samples: impl FnOnce(f64) -> usize) -> f64 {
         })
         .collect();
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    Sampled { median: v[v.len() / 2], min: v[0] }
 }
