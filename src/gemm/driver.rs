@@ -260,8 +260,32 @@ fn run_part(eng: Engine, pr: &Problem<'_>, rows: Range<usize>, cols: Range<usize
                         Some(v) if last => padded(&mut bias_c[..nr], &v[jc + jr..], nr.min(nc - jr)),
                         _ => std::ptr::null(),
                     };
-                    // Loop 1 (m): MR-tall slivers of A streaming past it from L2.
-                    for ir in (0..mc).step_by(mr) {
+                    // Loop 1 (m): MR-tall slivers of A streaming past it from L2. Whole
+                    // tiles of a whole sliver, with A packed and C column-major, go straight
+                    // to the kernel; the rest (a ragged last tile, narrow slivers, an A read
+                    // in place, a strided C) through `tile`.
+                    let whole = if direct.is_none() && nc - jr >= nr && pr.c.rs == 1 { mc / mr * mr } else { 0 };
+                    let j = jc + jr;
+                    let row_bias = pr.row_bias.filter(|_| last);
+                    let mut t = TileArgs { col_bias, ..args };
+                    let bsl = bpack[jr * kc..].as_ptr();
+                    for ir in (0..whole).step_by(mr) {
+                        let i = ic + ir;
+                        if let Some(v) = row_bias {
+                            // A whole tile's MR row-bias values, read in place.
+                            t.row_bias = v[i..i + mr].as_ptr();
+                        }
+                        // SAFETY: the A sliver holds kc steps of mr packed floats (ir + mr ≤
+                        // mc); bsl holds kc·nr packed floats (a whole sliver: jr + nr ≤ nc);
+                        // col_bias holds nr values (padded) and the row bias mr (rows
+                        // i..i+mr < m); the C tile, rows i..i+mr < m and columns j..j+nr < n
+                        // with rs = 1, lies inside C.
+                        unsafe {
+                            let c = pr.c.ptr.add(i + j * pr.c.cs);
+                            (kernel)(kc, apack[ir * kc..].as_ptr(), mr, bsl, c, pr.c.cs, &t);
+                        }
+                    }
+                    for ir in (whole..mc).step_by(mr) {
                         tile(ir, jr, col_bias);
                     }
                 }
