@@ -31,6 +31,18 @@ def geomean(v):
     return math.exp(sum(map(math.log, v)) / len(v)) if v else float("nan")
 
 
+def ratio_line(label, per_shape):
+    """Prints `label: shape median×, …` over the shapes with ratios, with their geometric mean."""
+    parts, rs = [], []
+    for shape, ratios in per_shape:
+        if ratios:
+            rs.append(median(ratios))
+            parts.append(f"{shape} {median(ratios):.2f}×")
+    if rs:
+        print(f"{label}: " + ", ".join(parts)
+              + f" (geomean {geomean(rs):.2f}×, slower on {sum(r < 1 for r in rs)} of {len(rs)}).\n")
+
+
 def load(paths):
     """convkit[(shape, pass, threads, round)] = ms; peers[(shape, bench, threads, round)] = {system: ms}."""
     convkit, peers, chosen = {}, collections.defaultdict(dict), {}
@@ -94,21 +106,18 @@ def main(paths):
     # machine stretch samples but never shorten one, so this view separates a real gap
     # (every system at its best) from one a spell made.
     for t in (1, 2):
-        parts, rs = [], []
+        per_shape = []
         for shape in SUITE:
             ratios = []
             for rnd in rounds:
                 a, p = convkit_min.get((shape, "forward", t, rnd)), peers_min.get((shape, "conv_fwd", t, rnd))
                 if a is not None and p:
                     ratios.append(min(p.values()) / a)
-            if ratios:
-                rs.append(median(ratios))
-                parts.append(f"{shape} {median(ratios):.2f}×")
-        if rs:
-            print(f"Fastest samples, {t} thread(s) (best peer's fastest / convkit's fastest, per round, median): "
-                  + ", ".join(parts) + f" (geomean {geomean(rs):.2f}×, slower on {sum(r < 1 for r in rs)} of {len(rs)}).\n")
+            per_shape.append((shape, ratios))
+        ratio_line(f"Fastest samples, {t} thread(s) (best peer's fastest / convkit's fastest, per round, median)",
+                   per_shape)
     for t in (1, 2):
-        parts, rs = [], []
+        per_shape = []
         for shape in SUITE:
             if not shape.startswith(("lenet", "resnet")):
                 continue
@@ -119,12 +128,8 @@ def main(paths):
                 torch = peers.get((shape, "conv_bwd", t, rnd), {}).get("torch")
                 if None not in (bd, bw, torch):
                     ratios.append(torch / (bd + bw))
-            if ratios:
-                rs.append(median(ratios))
-                parts.append(f"{shape} {median(ratios):.2f}×")
-        if rs:
-            print(f"Backward (data + weight) against PyTorch's autograd backward, {t} thread(s): "
-                  + ", ".join(parts) + f" (geomean {geomean(rs):.2f}×, slower on {sum(r < 1 for r in rs)} of {len(rs)}).\n")
+            per_shape.append((shape, ratios))
+        ratio_line(f"Backward (data + weight) against PyTorch's autograd backward, {t} thread(s)", per_shape)
     parts = []
     for shape in SUITE:
         ratios = [convkit[(shape, "forward", 1, rnd)] / convkit[(shape, "forward", 2, rnd)]
