@@ -188,22 +188,28 @@ fn run_part(eng: Engine, pr: &Problem<'_>, rows: Range<usize>, cols: Range<usize
                 } else {
                     pr.a.pack_block(apack, ic, mc, pc, kc, mr, level);
                 }
-                // One MR × NR tile of C at (ic + ir, jc + jr); `col_bias` is the padded bias
-                // of its columns (null when there is none or this is not the last k block).
-                let mut tile = |ir: usize, jr: usize, col_bias: *const f32| {
+                // The A sliver of the tile at row ir (nrows of its mr rows inside C): pointer,
+                // step between k steps, and how far ahead the kernel prefetches.
+                let a_of = |ir: usize, nrows: usize| match direct {
+                    // A read in place: each step is one of k rows (for a short k and a long
+                    // m, a different DRAM page each); the next calls read the next tiles
+                    // along m, fetched now (LeNet C1 as a GEMM, 6 × 50176 × 25: 27 → 32
+                    // GFLOP/s median, best 31 → 39, 4 interleaved runs).
+                    Some(a) if nrows == mr => (a.data[ic + ir + pc * a.cs..].as_ptr(), a.cs, DIRECT_A_AHEAD_TILES * mr),
+                    Some(_) => (apack.as_ptr(), mr, args.a_ahead),
+                    None => (apack[ir * kc..].as_ptr(), mr, args.a_ahead),
+                };
+                // A tile that is not whole (ragged rows, a narrow sliver) or whose C is not
+                // column-major, at (ic + ir, jc + jr); `col_bias` is the padded bias of its
+                // columns (null when there is none or this is not the last k block). Whole
+                // tiles go straight to the kernel in loop 1 below.
+                let mut edge_tile = |ir: usize, jr: usize, col_bias: *const f32| {
                     let ncols = nr.min(nc - jr);
                     let bsl = &bpack[jr * kc..];
                     let nrows = mr.min(mc - ir);
                     let (i, j) = (ic + ir, jc + jr);
-                    let (a_ptr, a_step, a_ahead) = match direct {
-                        // A read in place: each step is one of k rows (for a short k and
-                        // a long m, a different DRAM page each); the next calls read the
-                        // next tiles along m, fetched now (LeNet C1 as a GEMM, 6 × 50176 ×
-                        // 25: 27 → 32 GFLOP/s median, best 31 → 39, 4 interleaved runs).
-                        Some(a) if nrows == mr => (a.data[i + pc * a.cs..].as_ptr(), a.cs, DIRECT_A_AHEAD_TILES * mr),
-                        Some(_) => (apack.as_ptr(), mr, args.a_ahead),
-                        None => (apack[ir * kc..].as_ptr(), mr, args.a_ahead),
-                    };
+                    debug_assert!(nrows < mr || ncols < nr || pr.c.rs != 1, "whole tiles take loop 1's path");
+                    let (a_ptr, a_step, a_ahead) = a_of(ir, nrows);
                     let mut t = TileArgs { a_ahead, col_bias, ..args };
                     if last {
                         if let Some(v) = pr.row_bias {
@@ -213,13 +219,10 @@ fn run_part(eng: Engine, pr: &Problem<'_>, rows: Range<usize>, cols: Range<usize
                     // SAFETY: a_ptr reads kc steps of a_step within a packed sliver or, for
                     // a direct A, rows i..i+mr (all < m) of columns pc..pc+kc of A's
                     // validated extent; bsl holds kc·nr packed floats; biases were padded
-                    // to mr / nr; the C tile is either whole and inside C (rows i..i+mr <
-                    // m with rs = 1, columns j..j+nr < n), or the scratch tile.
+                    // to mr / nr; the C tile is either a narrow sliver's ncols columns of
+                    // rows i..i+mr, inside C with rs = 1, or the scratch tile.
                     unsafe {
-                        if nrows == mr && ncols == nr && pr.c.rs == 1 {
-                            let c = pr.c.ptr.add(i + j * pr.c.cs);
-                            (kernel)(kc, a_ptr, a_step, bsl.as_ptr(), c, pr.c.cs, &t);
-                        } else if nrows == mr && ncols <= eng.edges.len() && pr.c.rs == 1 {
+                        if nrows == mr && ncols <= eng.edges.len() && pr.c.rs == 1 {
                             // A narrow last sliver: the edge kernel writes its ncols
                             // columns of C (whole, inside C) and reads the packed sliver.
                             let c = pr.c.ptr.add(i + j * pr.c.cs);
@@ -260,33 +263,35 @@ fn run_part(eng: Engine, pr: &Problem<'_>, rows: Range<usize>, cols: Range<usize
                         Some(v) if last => padded(&mut bias_c[..nr], &v[jc + jr..], nr.min(nc - jr)),
                         _ => std::ptr::null(),
                     };
-                    // Loop 1 (m): MR-tall slivers of A streaming past it from L2. Whole
-                    // tiles of a whole sliver, with A packed and C column-major, go straight
-                    // to the kernel; the rest (a ragged last tile, narrow slivers, an A read
-                    // in place, a strided C) through `tile`.
-                    let whole = if direct.is_none() && nc - jr >= nr && pr.c.rs == 1 { mc / mr * mr } else { 0 };
+                    // Loop 1 (m): MR-tall slivers of A streaming past it from L2. Whole tiles
+                    // of a whole sliver with C column-major go straight to the kernel (per
+                    // tile, the general path's argument rebuilding and row-bias copy were
+                    // ~2.5% of a short-k product); the rest through `edge_tile`.
+                    let whole = if nc - jr >= nr && pr.c.rs == 1 { mc / mr * mr } else { 0 };
                     let j = jc + jr;
                     let row_bias = pr.row_bias.filter(|_| last);
-                    let mut t = TileArgs { col_bias, ..args };
                     let bsl = bpack[jr * kc..].as_ptr();
                     for ir in (0..whole).step_by(mr) {
                         let i = ic + ir;
+                        let (a_ptr, a_step, a_ahead) = a_of(ir, mr);
+                        let mut t = TileArgs { a_ahead, col_bias, ..args };
                         if let Some(v) = row_bias {
                             // A whole tile's MR row-bias values, read in place.
                             t.row_bias = v[i..i + mr].as_ptr();
                         }
-                        // SAFETY: the A sliver holds kc steps of mr packed floats (ir + mr ≤
-                        // mc); bsl holds kc·nr packed floats (a whole sliver: jr + nr ≤ nc);
-                        // col_bias holds nr values (padded) and the row bias mr (rows
-                        // i..i+mr < m); the C tile, rows i..i+mr < m and columns j..j+nr < n
-                        // with rs = 1, lies inside C.
+                        // SAFETY: a_ptr reads kc steps of a_step within a packed sliver or,
+                        // for a direct A, rows i..i+mr (all < m) of columns pc..pc+kc of A's
+                        // validated extent; bsl holds kc·nr packed floats (a whole sliver:
+                        // jr + nr ≤ nc); col_bias holds nr values (padded) and the row bias
+                        // mr (rows i..i+mr ≤ m); the C tile, rows i..i+mr and columns
+                        // j..j+nr inside C with rs = 1, lies inside C.
                         unsafe {
                             let c = pr.c.ptr.add(i + j * pr.c.cs);
-                            (kernel)(kc, apack[ir * kc..].as_ptr(), mr, bsl, c, pr.c.cs, &t);
+                            (kernel)(kc, a_ptr, a_step, bsl, c, pr.c.cs, &t);
                         }
                     }
                     for ir in (whole..mc).step_by(mr) {
-                        tile(ir, jr, col_bias);
+                        edge_tile(ir, jr, col_bias);
                     }
                 }
             }
