@@ -23,6 +23,10 @@ pub(super) const IL: usize = 8;
 /// one block's taps.
 const MAX_RS: usize = 9;
 
+/// Largest horizontal stride (column phases) taken: the row interleave has a loop per phase
+/// count, and the per-phase gaps of a row are kept in an array.
+const MAX_PHASES: usize = 4;
+
 /// The layout: `Padded`'s rows (`pad`), channel `c` of padded row `pr`, padded column `pc` at
 /// `(c / IL)·block + pr·row + ((pc % S)·wq + pc / S)·IL + c % IL`, where `row = S·wq·IL`
 /// floats and `block = hp·row`.
@@ -32,12 +36,13 @@ pub(super) struct Interleaved {
 
 impl Interleaved {
     /// The layout for `g`, if it is read interleaved: whole blocks of at least two (`C` a
-    /// multiple of [`IL`], `C ≥ 16`), kernels of at most 9 taps, and a layer that needs a
-    /// copy anyway (padding, or a horizontal stride: an unpadded stride-1 layer is read in
-    /// place instead).
+    /// multiple of [`IL`], `C ≥ 16`), kernels of at most 9 taps, horizontal strides up to 4,
+    /// and a layer that needs a copy anyway (padding, or a horizontal stride: an unpadded
+    /// stride-1 layer is read in place instead).
     pub fn new(g: &Conv2dGeometry) -> Option<Self> {
         let copied = Padded::unpadded(g).is_none();
-        let fits = g.c.is_multiple_of(IL) && g.c >= 2 * IL && g.h.kernel * g.w.kernel <= MAX_RS;
+        let fits =
+            g.c.is_multiple_of(IL) && g.c >= 2 * IL && g.h.kernel * g.w.kernel <= MAX_RS && g.w.stride <= MAX_PHASES;
         (g.groups == 1 && copied && fits).then(|| Interleaved { pad: Padded::new(g) })
     }
 
@@ -76,32 +81,46 @@ impl Interleaved {
     pub fn fill(&self, g: &Conv2dGeometry, x: &[f32], buf: &mut [f32], parts: usize, level: SimdLevel) {
         let block_in = IL * g.h.input * g.w.input;
         let len = self.len(g);
+        let slots = Slots { phases: self.pad.phases, wq: self.pad.wq, first: g.w.pad_before };
+        // Every row's gaps are the same: the positions of each phase that no input column
+        // lands in (found once here, not with divisions per row and phase).
+        let mut spans = [(0, 0); MAX_PHASES];
+        for (ph, span) in spans.iter_mut().enumerate().take(slots.phases) {
+            *span = slots.span(ph, g.w.input);
+        }
         for_each_block(&mut buf[..len], self.block(), parts, |blocks, mine| {
             for (cb, dst) in blocks.zip(mine.chunks_exact_mut(self.block())) {
-                self.fill_block(g, &x[cb * block_in..(cb + 1) * block_in], dst, level);
+                self.fill_block(g, &x[cb * block_in..(cb + 1) * block_in], dst, &slots, &spans, level);
             }
         });
     }
 
-    /// One block: `src` holds its `IL` input planes, `dst` its `IL·plane` floats.
-    fn fill_block(&self, g: &Conv2dGeometry, src: &[f32], dst: &mut [f32], level: SimdLevel) {
+    /// One block: `src` holds its `IL` input planes, `dst` its `IL·plane` floats; `spans[ph]`
+    /// are the positions of phase `ph` that input columns fill.
+    fn fill_block(
+        &self,
+        g: &Conv2dGeometry,
+        src: &[f32],
+        dst: &mut [f32],
+        slots: &Slots,
+        spans: &[(usize, usize); MAX_PHASES],
+        level: SimdLevel,
+    ) {
         let (h_in, w_in, top) = (g.h.input, g.w.input, g.h.pad_before);
         let row_len = self.pad.row_len() * IL;
         dst[..top * row_len].fill(0.0);
         dst[(top + h_in) * row_len..].fill(0.0);
-        let slots = Slots { phases: self.pad.phases, wq: self.pad.wq, first: g.w.pad_before };
         for ih in 0..h_in {
             let row = &mut dst[(top + ih) * row_len..][..row_len];
             // Only the positions no input column lands in are zeroed: per phase, those
             // before its first input column and after its last.
-            for ph in 0..slots.phases {
-                let (q0, q1) = slots.span(ph, w_in);
+            for (ph, &(q0, q1)) in spans.iter().enumerate().take(slots.phases) {
                 let part = &mut row[ph * slots.wq * IL..(ph + 1) * slots.wq * IL];
                 part[..q0 * IL].fill(0.0);
                 part[q1 * IL..].fill(0.0);
             }
             let rows: [&[f32]; IL] = std::array::from_fn(|ci| &src[(ci * h_in + ih) * w_in..][..w_in]);
-            let done = interleave_simd(row, &rows, &slots, level);
+            let done = interleave_simd(row, &rows, slots, level);
             for (iw, at) in slots.iter().take(w_in).enumerate().skip(done) {
                 for (ci, src_row) in rows.iter().enumerate() {
                     row[at + ci] = src_row[iw];
@@ -193,7 +212,7 @@ mod avx2 {
             2 => interleave_row_p::<2>(out, rows, slots),
             3 => interleave_row_p::<3>(out, rows, slots),
             4 => interleave_row_p::<4>(out, rows, slots),
-            _ => 0,
+            p => unreachable!("Interleaved::new takes at most {} phases, not {p}", super::MAX_PHASES),
         }
     }
 

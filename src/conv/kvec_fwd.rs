@@ -75,6 +75,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
 /// floats). A tile's taps then read one contiguous panel, 64 bytes a tap.
 pub(super) fn pack(g: &Conv2dGeometry, w: &[f32], wt: &mut [f32]) {
     let (crs, k) = (g.reduction_len(), g.k);
+    let interleaved = Interleaved::new(g).is_some();
     let mut k0 = 0;
     while k0 < k {
         let width = block_width(k, k0);
@@ -94,7 +95,7 @@ pub(super) fn pack(g: &Conv2dGeometry, w: &[f32], wt: &mut [f32]) {
                 }
             }
         }
-        if Interleaved::new(g).is_some() {
+        if interleaved {
             // The taps in the order the interleaved copy is read in.
             reorder_panel(g, panel, width);
         }

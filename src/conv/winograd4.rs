@@ -80,6 +80,8 @@ fn transform_filters(g: &Conv2dGeometry, w: &[f32], nr: usize, u: &mut [f32], th
         let c6 = c * sixth;
         [a * f32x8::splat(0.25), -(a + b + c) * sixth, -(a - b + c) * sixth, a24 + b12 + c6, a24 - b12 + c6, c]
     };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = level; // only the x86 build has a sliver for a level
     let one = |(grp, js): (usize, usize), out: &mut [f32]| {
         let lanes = nr.min(kg - js * nr);
         #[cfg(target_arch = "x86_64")]
