@@ -403,7 +403,8 @@ proptest! {
 /// Output rows that the channel-vectorised forward ends with 5-pixel tiles (6 otherwise):
 /// 5, 10 and 15 wide (LeNet's C3, a wider 5×5 layer and a strided one: 5-pixel tiles only),
 /// 11, 27 and 28 wide (6-pixel tiles, then one, three or two of 5: a stride-2 ResNet
-/// layer's rows of 27 and 28), on every level.
+/// layer's rows of 27 and 28; the last case with 16 channels, read through the interleaved
+/// copy by the blocked tile), on every level.
 #[test]
 fn five_pixel_tiles_match_the_reference() {
     let s2 = Conv2dParams::default().stride(2, 2);
@@ -414,6 +415,7 @@ fn five_pixel_tiles_match_the_reference() {
         ([1, 8, 3, 13], [16, 8, 3, 3], Conv2dParams::default()),
         ([1, 8, 7, 55], [16, 8, 3, 3], s2),
         ([1, 8, 6, 56], [8, 8, 3, 3], s2.padding(Padding::uniform(1))),
+        ([1, 16, 7, 55], [16, 16, 3, 3], s2),
     ];
     for (seed, (input_shape, weight_shape, params)) in cases.into_iter().enumerate() {
         let case = ConvCase::fixed(input_shape, weight_shape, params, seed as u64);

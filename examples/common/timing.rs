@@ -1,5 +1,5 @@
 //! The timing rule shared by the examples: a warm-up call, then `samples` samples, each of
-//! enough calls to last at least 5 ms; the median seconds per call. [`median_secs_for`]
+//! enough calls to last at least 5 ms; the median seconds per call. [`sampled_for`]
 //! instead takes as many samples as fill a time budget (at least 5, at most 50), the rule
 //! of the anchors' Python harness, so that side-by-side medians cover as much time.
 
@@ -10,12 +10,6 @@ use std::time::Instant;
 
 pub fn median_secs(f: impl FnMut(), samples: usize) -> f64 {
     timed(f, |_| samples).median
-}
-
-/// The median seconds per call over enough samples to fill `min_time` seconds (at least 5,
-/// at most 50 samples of at least 5 ms each).
-pub fn median_secs_for(f: impl FnMut(), min_time: f64) -> f64 {
-    sampled_for(f, min_time).median
 }
 
 /// Seconds per call of one measurement: the median of its samples (the figure quoted) and
@@ -32,7 +26,8 @@ pub fn sampled(f: impl FnMut(), samples: usize) -> Sampled {
     timed(f, |_| samples)
 }
 
-/// [`Sampled`] over enough samples to fill `min_time` seconds, as [`median_secs_for`].
+/// [`Sampled`] over enough samples to fill `min_time` seconds (at least 5, at most 50
+/// samples of at least 5 ms each).
 pub fn sampled_for(f: impl FnMut(), min_time: f64) -> Sampled {
     timed(f, |sample_secs| ((min_time / sample_secs).ceil() as usize).clamp(5, 50))
 }
