@@ -426,6 +426,31 @@ fn five_pixel_tiles_match_the_reference() {
     }
 }
 
+/// The AVX-512 channel-vectorised forward cuts a row into the fewest tiles of 6 to 12
+/// pixels and takes 32 channels a pass, then 16, then (AVX2) 8: rows of 6, 7, 12, 13 and
+/// 27 pixels, 16 to 56 channels, read in place, through the planar copy and (16 input
+/// channels, padded) through the interleaved copy, on every level.
+#[test]
+fn wide_channel_tiles_match_the_reference() {
+    let (s1, s2) = (Conv2dParams::default(), Conv2dParams::default().stride(2, 2));
+    let cases = [
+        ([1, 6, 6, 10], [16, 6, 5, 5], s1),
+        ([1, 6, 5, 11], [32, 6, 5, 5], s1),
+        ([1, 6, 5, 16], [32, 6, 5, 5], s1),
+        ([2, 8, 4, 14], [48, 8, 3, 3], s1.padding(Padding::uniform(1))),
+        ([1, 8, 5, 15], [56, 8, 3, 3], s1),
+        ([1, 16, 7, 55], [32, 16, 3, 3], s2),
+        ([1, 16, 6, 26], [48, 16, 3, 3], s2.padding(Padding::uniform(1))),
+        ([1, 16, 5, 14], [40, 16, 3, 3], s1.padding(Padding::Explicit { top: 0, bottom: 1, left: 1, right: 0 })),
+    ];
+    for (seed, (input_shape, weight_shape, params)) in cases.into_iter().enumerate() {
+        let case = ConvCase::fixed(input_shape, weight_shape, params, 100 + seed as u64);
+        for level in SimdLevel::supported() {
+            check_case(&case, Algorithm::Direct, level).unwrap();
+        }
+    }
+}
+
 /// The channel-vectorised backward-weight transposes dY in registers for up to 16 output
 /// channels, the lanes past K repeating the last channel: K = 6 and 7 (LeNet's C1, one lane
 /// vector), 12 (two), 16 (whole), padded and unpadded (read in place), on every level.
@@ -553,6 +578,18 @@ fn auto_choice_follows_the_documented_heuristic() {
     assert_eq!(plan(&[1, 64, 56, 56], &[64, 64, 3, 3], 1), Algorithm::Winograd4);
     assert_eq!(plan(&[1, 64, 56, 56], &[128, 64, 1, 1], 1), Algorithm::Im2col);
     assert_eq!(plan(&[1, 1, 3, 3], &[1, 1, 2, 2], 1), Algorithm::Direct);
+    // Stride-2 layers with whole vectors of output channels: Direct with AVX2 or AVX-512,
+    // im2col on the portable level.
+    let strided = |level: SimdLevel| {
+        let opts = ConvOptions::default().simd(level);
+        Conv2dPlan::new(&[1, 64, 56, 56], &[128, 64, 3, 3], &Conv2dParams::default().stride(2, 2), &opts)
+            .unwrap()
+            .algorithm()
+    };
+    for level in SimdLevel::supported() {
+        let want = if level >= SimdLevel::Avx2 { Algorithm::Direct } else { Algorithm::Im2col };
+        assert_eq!(strided(level), want, "{level:?}");
+    }
 }
 
 #[test]

@@ -26,14 +26,14 @@ const L: usize = 8;
 /// Pixels per register tile (with two channel vectors: 12 accumulators).
 const P: usize = 6;
 
-/// One group, 8 to 64 output channels in whole vectors, strides up to 2, and a reduction
+/// One group, 8 to 256 output channels in whole vectors, strides up to 2, and a reduction
 /// long enough to amortise each tile's stores: the scatter of a tile into 16 channel
 /// planes costs about as much as 60 taps (with CIFAR's 27-tap first layer it was half the
 /// time, and the output-width kernel of [`super::direct`] ran 3–4× faster).
 pub(super) fn preferred(g: &Conv2dGeometry) -> bool {
     g.groups == 1
         && g.k.is_multiple_of(L)
-        && (L..=64).contains(&g.k)
+        && (L..=256).contains(&g.k)
         && g.h.stride <= 2
         && g.w.stride <= 2
         && g.reduction_len() >= 64
@@ -201,7 +201,22 @@ enum Layout {
 
 /// Every output of row `oh` of image `n`.
 fn row(level: SimdLevel, c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if level == SimdLevel::Avx512 && c.g.w.output >= P512_MIN {
+        // SAFETY: the plan checked that this CPU supports AVX-512F.
+        let done = unsafe { row_avx512(c, xp, n, oh) };
+        // A last block of 8 channels goes through the AVX2 tiles.
+        return row_from(level, c, xp, n, oh, done);
+    }
+    row_from(level, c, xp, n, oh, 0)
+}
+
+/// The outputs of row `oh` of image `n` in channels `k_start ..` (a multiple of 16).
+fn row_from(level: SimdLevel, c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize, k_start: usize) {
     let (ow_n, k) = (c.g.w.output, c.g.k);
+    if k_start >= k {
+        return;
+    }
     // The AVX2 tile takes 5 pixels instead of 6 where a mix of the two tiles the row exactly
     // and 6 alone does not: the row's last `fives` tiles take 5 (LeNet C3's rows of 10:
     // 5 + 5, not 12 lanes per 10 pixels; a stride-2 ResNet layer's rows of 27: 6·2 + 5·3,
@@ -211,7 +226,7 @@ fn row(level: SimdLevel, c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize) {
     let sixes = (ow_n - 5 * fives).div_ceil(P);
     for (i, ow0) in (0..sixes).map(|i| i * P).chain((0..fives).map(|i| ow_n - 5 * (fives - i))).enumerate() {
         let tp = if i < sixes { P } else { 5 };
-        let mut k0 = 0;
+        let mut k0 = k_start;
         while k0 < k {
             let width = block_width(k, k0);
             let two = width == 2 * L;
@@ -392,6 +407,177 @@ fn tile_avx2<const NV: usize, const TP: usize, const BLOCKED: bool>(
             // the lanes past `valid` are not written. Each output belongs to one tile,
             // computed by one task.
             unsafe { crate::simd::x86::store_prefix(c.y.get().add(at), *col, valid) };
+        }
+    }
+}
+
+/// Channels per AVX-512 vector.
+#[cfg(target_arch = "x86_64")]
+const L512: usize = 16;
+/// Most pixels per AVX-512 tile: with two channel vectors, 24 of the 32 zmm registers
+/// accumulate.
+#[cfg(target_arch = "x86_64")]
+const P512: usize = 12;
+/// Fewest pixels per AVX-512 tile: rows shorter than this take the AVX2 tiles.
+#[cfg(target_arch = "x86_64")]
+const P512_MIN: usize = 6;
+
+/// Row `oh` of image `n` with AVX-512 tiles in its whole 16-channel blocks: the row is cut
+/// into the fewest tiles of at most [`P512`] pixels, as even as they come (LeNet C3's rows
+/// of 10: one tile; a stride-2 ResNet layer's 27: three of 9), each tile taking 32 channels
+/// a pass, then a last 16. Returns where the channels it did not cover begin.
+///
+/// # Safety
+/// The CPU must support AVX-512F; the row must be at least [`P512_MIN`] pixels long.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn row_avx512(c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize) -> usize {
+    let (ow_n, k16) = (c.g.w.output, c.g.k / L512 * L512);
+    let tiles = ow_n.div_ceil(P512);
+    let (short, extra) = (ow_n / tiles, ow_n % tiles);
+    let mut ow0 = 0;
+    for i in 0..tiles {
+        let tp = short + usize::from(i < extra);
+        let mut k0 = 0;
+        while k0 < k16 {
+            let nv = if k0 + 2 * L512 <= k16 { 2 } else { 1 };
+            // SAFETY: AVX-512F is enabled here; ow0 + tp ≤ ow_n and k0 + nv·16 ≤ k16.
+            unsafe { tile512(nv, tp, c.blocked)(c, xp, n, oh, ow0, k0) };
+            k0 += nv * L512;
+        }
+        ow0 += tp;
+    }
+    k16
+}
+
+/// An AVX-512 tile function (see [`tile_avx512`]).
+#[cfg(target_arch = "x86_64")]
+type Tile512 = unsafe fn(&Ctx<'_>, &[f32], usize, usize, usize, usize);
+
+/// The AVX-512 tile for `nv` channel vectors, `tp` pixels (`P512_MIN ..= P512`), blocked taps
+/// or not.
+#[cfg(target_arch = "x86_64")]
+fn tile512(nv: usize, tp: usize, blocked: bool) -> Tile512 {
+    macro_rules! by_pixels {
+        ($nv:literal, $b:literal) => {
+            match tp {
+                6 => tile_avx512::<$nv, 6, $b>,
+                7 => tile_avx512::<$nv, 7, $b>,
+                8 => tile_avx512::<$nv, 8, $b>,
+                9 => tile_avx512::<$nv, 9, $b>,
+                10 => tile_avx512::<$nv, 10, $b>,
+                11 => tile_avx512::<$nv, 11, $b>,
+                12 => tile_avx512::<$nv, 12, $b>,
+                _ => unreachable!("AVX-512 tiles are {P512_MIN}..={P512} pixels, not {tp}"),
+            }
+        };
+    }
+    match (nv, blocked) {
+        (2, false) => by_pixels!(2, false),
+        (2, true) => by_pixels!(2, true),
+        (_, false) => by_pixels!(1, false),
+        (_, true) => by_pixels!(1, true),
+    }
+}
+
+/// The AVX-512 tile: `TP` consecutive pixels × `NV` vectors of 16 channels (the panels at
+/// `k0`, `k0 + 16`), accumulated in zmm registers. Pixel `p` of a tile reads at a constant
+/// displacement `p·px_step` from pixel 0, so every broadcast addresses one base register
+/// plus an immediate. The store splits each channel vector into halves and reuses the AVX2
+/// 8×8 transpose: per half and per group of 8 pixels, one vector per channel.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `ow0 + TP ≤ OW`, `k0 + NV·16 ≤ K` with `k0` a multiple
+/// of 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::needless_range_loop)] // p and v index acc and the panels alike
+unsafe fn tile_avx512<const NV: usize, const TP: usize, const BLOCKED: bool>(
+    c: &Ctx<'_>,
+    xp: &[f32],
+    n: usize,
+    oh: usize,
+    ow0: usize,
+    k0: usize,
+) {
+    use std::arch::x86_64::*;
+    let g = c.g;
+    let (ow_n, crs) = (g.w.output, c.tap_off.len());
+    let step = if BLOCKED { IL } else { 1 };
+    assert!(ow0 + TP <= ow_n && c.px_step == step, "whole tiles at the layout's pixel step");
+    // Every read below lies in xs (pixel 0's base .. the last pixel's last tap) and in the
+    // panels, checked once here.
+    let lo = oh * c.row_step + ow0 * step;
+    let xs = &xp[lo..lo + (TP - 1) * step + c.reach + 1];
+    let panels: [&[f32]; NV] = std::array::from_fn(|v| &c.wt[(k0 + v * L512) * crs..(k0 + (v + 1) * L512) * crs]);
+    let x0 = xs.as_ptr();
+    let mut acc = [[_mm512_setzero_ps(); NV]; TP];
+    let mut tap = |t: usize, off: usize| {
+        // SAFETY: t < crs, so each panel holds floats t·16 .. t·16 + 16; off ≤ reach, so
+        // x0 + off + p·step ≤ x0 + (TP − 1)·step + reach lies in xs; AVX-512F is enabled.
+        unsafe {
+            let wv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(panels[v].as_ptr().add(t * L512)));
+            let xt = x0.add(off);
+            for p in 0..TP {
+                let xv = _mm512_set1_ps(*xt.add(p * step));
+                for v in 0..NV {
+                    acc[p][v] = _mm512_fmadd_ps(xv, wv[v], acc[p][v]);
+                }
+            }
+        }
+    };
+    if BLOCKED {
+        // A block's IL taps at one (r, s) lie at offsets off .. off + IL (asserted in
+        // `forward_packed`): one offset load per block.
+        for (b, block) in c.tap_off.chunks_exact(IL).enumerate() {
+            for ci in 0..IL {
+                tap(b * IL + ci, block[0] + ci);
+            }
+        }
+    } else {
+        for (t, &off) in c.tap_off.iter().enumerate() {
+            tap(t, off);
+        }
+    }
+    let pixels = g.h.output * ow_n;
+    let zero = _mm512_setzero_ps();
+    for v in 0..NV {
+        let kv = k0 + v * L512;
+        let bias = match c.bias {
+            // SAFETY: kv + 16 ≤ K = b.len().
+            Some(b) => unsafe { _mm512_loadu_ps(b[kv..kv + L512].as_ptr()) },
+            None => zero,
+        };
+        let out: [__m512; TP] = std::array::from_fn(|p| {
+            let t = _mm512_add_ps(acc[p][v], bias);
+            // maxps(0, t) returns t when t is NaN: NaN passes through ReLU.
+            if c.relu {
+                _mm512_max_ps(zero, t)
+            } else {
+                t
+            }
+        });
+        for half in 0..2 {
+            let pick = |z: __m512| {
+                if half == 0 {
+                    _mm512_castps512_ps256(z)
+                } else {
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(z)))
+                }
+            };
+            for p0 in (0..TP).step_by(L) {
+                let rows: [__m256; L] =
+                    std::array::from_fn(|i| if p0 + i < TP { pick(out[p0 + i]) } else { _mm256_setzero_ps() });
+                let cols = crate::simd::x86::transpose8(rows);
+                let valid = (TP - p0).min(L);
+                for (j, col) in cols.iter().enumerate() {
+                    let at = (n * g.k + kv + half * L + j) * pixels + oh * ow_n + ow0 + p0;
+                    // SAFETY: channel kv + half·8 + j < K, pixels ow0 + p0 .. + valid of row
+                    // oh lie in the row (ow0 + TP ≤ OW): inside y. Each output belongs to one
+                    // tile, computed by one task.
+                    unsafe { crate::simd::x86::store_prefix(c.y.get().add(at), *col, valid) };
+                }
+            }
         }
     }
 }

@@ -44,7 +44,7 @@ pub(super) fn choose(
     if let Some(&a) = cache().lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
         return Ok(a);
     }
-    let chosen = time_candidates(geo, params, opts)?;
+    let chosen = time_candidates(geo, params, opts, level)?;
     // Two threads may time the same shape at once; the first to finish decides.
     Ok(*cache().lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_insert(chosen))
 }
@@ -55,8 +55,13 @@ fn cached(geo: &Conv2dGeometry, level: SimdLevel, threads: usize) -> Option<Algo
     cache().lock().unwrap_or_else(PoisonError::into_inner).get(&(*geo, level, threads)).copied()
 }
 
-fn time_candidates(geo: &Conv2dGeometry, params: &Conv2dParams, opts: &ConvOptions) -> Result<Algorithm> {
-    let heuristic = select(geo);
+fn time_candidates(
+    geo: &Conv2dGeometry,
+    params: &Conv2dParams,
+    opts: &ConvOptions,
+    level: SimdLevel,
+) -> Result<Algorithm> {
+    let heuristic = select(geo, level);
     let (xs, ws) = (geo.input_shape(), geo.weight_shape());
     let x = Tensor::from_fn(&xs, |i| ((i * 37 % 101) as f32 - 50.0) / 50.0)?;
     let w = Tensor::from_fn(&ws, |i| ((i * 13 % 29) as f32 - 14.0) / 140.0)?;

@@ -210,6 +210,8 @@ impl Conv2dPlan {
     /// `Auto` picks `Depthwise` when `groups = C = K`; `Direct` when the reduction per
     /// output is short (`C/groups·R·S ≤ 32`, as in LeNet's first layer and RGB stems), when
     /// there are at most 16 output channels per group, or when the whole problem is tiny;
+    /// `Direct` also, with AVX2 or AVX-512, for stride-2 layers of one group with 8 to 256
+    /// output channels in whole vectors (ResNet's downsampling 3×3s);
     /// `Winograd4` (F(4×4, 3×3)) for 3×3, stride-1 layers (dilated or not) with at least 32 input
     /// and output channels per group; and `Im2col` otherwise. (Winograd4's rounding error is
     /// larger than the GEMM's — 7.6× on a 64-channel layer, still inside the direct
@@ -238,7 +240,7 @@ impl Conv2dPlan {
         let level = opts.simd.unwrap_or_else(simd::active);
         level.require("conv2d")?;
         let algorithm = match opts.algorithm {
-            Algorithm::Auto => select(&geo),
+            Algorithm::Auto => select(&geo, level),
             Algorithm::Measured => measured::choose(&geo, params, opts, level)?,
             explicit => {
                 if let Some(reason) = explicit.unsupported_reason(&geo) {
@@ -501,11 +503,14 @@ impl Conv2dPlan {
 /// of the shape suite (`examples/compare.rs`): the GEMM wins once the reduction is long and
 /// there are enough output channels to fill its 6-wide tiles; the direct kernel wins on
 /// few input or output channels, where lowering is mostly packing and tile waste.
-fn select(geo: &Conv2dGeometry) -> Algorithm {
+fn select(geo: &Conv2dGeometry, level: SimdLevel) -> Algorithm {
     if geo.groups == geo.c && geo.groups == geo.k && geo.groups > 1 {
         return Algorithm::Depthwise;
     }
     if geo.reduction_len() <= 32 || geo.k_per_group() <= 16 || geo.flops() < 2.0e4 {
+        Algorithm::Direct
+    } else if level >= SimdLevel::Avx2 && (geo.h.stride, geo.w.stride) == (2, 2) && kvec_fwd::preferred(geo) {
+        // Strided layers read their taps in place, where im2col copies each of them.
         Algorithm::Direct
     } else if winograd4::unsupported_reason(geo).is_none() && geo.c_per_group() >= 32 && geo.k_per_group() >= 32 {
         Algorithm::Winograd4
