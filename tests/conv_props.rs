@@ -427,9 +427,9 @@ fn five_pixel_tiles_match_the_reference() {
 }
 
 /// The AVX-512 channel-vectorised forward cuts a row into the fewest tiles of 6 to 12
-/// pixels and takes 32 channels a pass, then 16, then (AVX2) 8: rows of 6, 7, 12, 13 and
-/// 27 pixels, 16 to 56 channels, read in place, through the planar copy and (16 input
-/// channels, padded) through the interleaved copy, on every level.
+/// pixels and takes 32 channels a pass, then 16, then (AVX2) 8: rows of 6 to 27 pixels,
+/// 16 to 56 channels, strides 1 to 4, read in place, through the planar copy and (16 input
+/// channels, padded or strided) through the interleaved copy, on every level.
 #[test]
 fn wide_channel_tiles_match_the_reference() {
     let (s1, s2) = (Conv2dParams::default(), Conv2dParams::default().stride(2, 2));
@@ -442,6 +442,9 @@ fn wide_channel_tiles_match_the_reference() {
         ([1, 16, 7, 55], [32, 16, 3, 3], s2),
         ([1, 16, 6, 26], [48, 16, 3, 3], s2.padding(Padding::uniform(1))),
         ([1, 16, 5, 14], [40, 16, 3, 3], s1.padding(Padding::Explicit { top: 0, bottom: 1, left: 1, right: 0 })),
+        // Strides 3 and 4: an AlexNet-like stem (planar copy) and an interleaved layer.
+        ([1, 3, 27, 63], [16, 3, 11, 11], Conv2dParams::default().stride(4, 4).padding(Padding::uniform(2))),
+        ([1, 16, 9, 40], [32, 16, 3, 3], Conv2dParams::default().stride(3, 3).padding(Padding::uniform(1))),
     ];
     for (seed, (input_shape, weight_shape, params)) in cases.into_iter().enumerate() {
         let case = ConvCase::fixed(input_shape, weight_shape, params, 100 + seed as u64);
@@ -578,17 +581,20 @@ fn auto_choice_follows_the_documented_heuristic() {
     assert_eq!(plan(&[1, 64, 56, 56], &[64, 64, 3, 3], 1), Algorithm::Winograd4);
     assert_eq!(plan(&[1, 64, 56, 56], &[128, 64, 1, 1], 1), Algorithm::Im2col);
     assert_eq!(plan(&[1, 1, 3, 3], &[1, 1, 2, 2], 1), Algorithm::Direct);
-    // Stride-2 layers with whole vectors of output channels: Direct with AVX2 or AVX-512,
+    // Strided layers with whole vectors of output channels: Direct with AVX2 or AVX-512,
     // im2col on the portable level.
-    let strided = |level: SimdLevel| {
+    let strided = |level: SimdLevel, ws: [usize; 4], stride: usize| {
         let opts = ConvOptions::default().simd(level);
-        Conv2dPlan::new(&[1, 64, 56, 56], &[128, 64, 3, 3], &Conv2dParams::default().stride(2, 2), &opts)
+        Conv2dPlan::new(&[1, 64, 56, 56], &ws, &Conv2dParams::default().stride(stride, stride), &opts)
             .unwrap()
             .algorithm()
     };
     for level in SimdLevel::supported() {
         let want = if level >= SimdLevel::Avx2 { Algorithm::Direct } else { Algorithm::Im2col };
-        assert_eq!(strided(level), want, "{level:?}");
+        assert_eq!(strided(level, [128, 64, 3, 3], 2), want, "{level:?}");
+        assert_eq!(strided(level, [64, 64, 3, 3], 4), want, "{level:?}");
+        // 1×1 layers subsample while packing for the GEMM.
+        assert_eq!(strided(level, [128, 64, 1, 1], 2), Algorithm::Im2col, "{level:?}");
     }
 }
 

@@ -26,7 +26,7 @@ const L: usize = 8;
 /// Pixels per register tile (with two channel vectors: 12 accumulators).
 const P: usize = 6;
 
-/// One group, 8 to 256 output channels in whole vectors, strides up to 2, and a reduction
+/// One group, 8 to 256 output channels in whole vectors, strides up to 4, and a reduction
 /// long enough to amortise each tile's stores: the scatter of a tile into 16 channel
 /// planes costs about as much as 60 taps (with CIFAR's 27-tap first layer it was half the
 /// time, and the output-width kernel of [`super::direct`] ran 3–4× faster).
@@ -34,8 +34,8 @@ pub(super) fn preferred(g: &Conv2dGeometry) -> bool {
     g.groups == 1
         && g.k.is_multiple_of(L)
         && (L..=256).contains(&g.k)
-        && g.h.stride <= 2
-        && g.w.stride <= 2
+        && g.h.stride <= 4
+        && g.w.stride <= 4
         && g.reduction_len() >= 64
 }
 

@@ -210,8 +210,9 @@ impl Conv2dPlan {
     /// `Auto` picks `Depthwise` when `groups = C = K`; `Direct` when the reduction per
     /// output is short (`C/groups·R·S ≤ 32`, as in LeNet's first layer and RGB stems), when
     /// there are at most 16 output channels per group, or when the whole problem is tiny;
-    /// `Direct` also, with AVX2 or AVX-512, for stride-2 layers of one group with 8 to 256
-    /// output channels in whole vectors (ResNet's downsampling 3×3s);
+    /// `Direct` also, with AVX2 or AVX-512, for strided layers (2 to 4, both axes) of one
+    /// group with kernels larger than 1×1 and 8 to 256 output channels in whole vectors
+    /// (ResNet's downsampling 3×3s, AlexNet's 11×11 stem);
     /// `Winograd4` (F(4×4, 3×3)) for 3×3, stride-1 layers (dilated or not) with at least 32 input
     /// and output channels per group; and `Im2col` otherwise. (Winograd4's rounding error is
     /// larger than the GEMM's — 7.6× on a 64-channel layer, still inside the direct
@@ -509,7 +510,12 @@ fn select(geo: &Conv2dGeometry, level: SimdLevel) -> Algorithm {
     }
     if geo.reduction_len() <= 32 || geo.k_per_group() <= 16 || geo.flops() < 2.0e4 {
         Algorithm::Direct
-    } else if level >= SimdLevel::Avx2 && (geo.h.stride, geo.w.stride) == (2, 2) && kvec_fwd::preferred(geo) {
+    } else if level >= SimdLevel::Avx2
+        && geo.h.stride > 1
+        && geo.w.stride > 1
+        && geo.h.kernel * geo.w.kernel > 1
+        && kvec_fwd::preferred(geo)
+    {
         // Strided layers read their taps in place, where im2col copies each of them.
         Algorithm::Direct
     } else if winograd4::unsupported_reason(geo).is_none() && geo.c_per_group() >= 32 && geo.k_per_group() >= 32 {
