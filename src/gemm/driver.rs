@@ -149,7 +149,7 @@ fn run_part(eng: Engine, pr: &Problem<'_>, rows: Range<usize>, cols: Range<usize
     // A is read in place, unpacked, when its slivers are contiguous and each would be used
     // for too few B slivers to repay the copy (small n, as in im2col with few filters).
     // (k = 0 reads nothing, and A may then have no storage at all.)
-    let direct = pr.a.in_place().filter(|a| a.rs == 1 && cols.len() <= 4 * nr && pr.k > 0);
+    let direct = pr.a.in_place().filter(|a| a.rs == 1 && cols.len() <= eng.direct_a_slivers * nr && pr.k > 0);
     let mut scratch = ScratchTile([0.0; MAX_MR * MAX_NR]);
     let mut bias_r = [0.0f32; MAX_MR];
     let mut bias_c = [0.0f32; MAX_NR];

@@ -345,12 +345,20 @@ pub(crate) struct Engine {
     pub edges: &'static [kernels::KernelFn],
     pub blocking: Blocking,
     pub level: SimdLevel,
+    /// See `KernelSpec::direct_a_slivers`.
+    pub direct_a_slivers: usize,
 }
 
 /// The engine of a level this CPU supports (checked by the caller).
 pub(crate) fn engine(level: SimdLevel) -> Engine {
     let spec = kernels::spec(level);
-    Engine { kernel: spec.func, edges: spec.edges, blocking: spec.blocking, level }
+    Engine {
+        kernel: spec.func,
+        edges: spec.edges,
+        blocking: spec.blocking,
+        level,
+        direct_a_slivers: spec.direct_a_slivers,
+    }
 }
 
 /// Floating-point operations of an `m×k` by `k×n` multiply: `2·m·n·k`.
