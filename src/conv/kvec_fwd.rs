@@ -64,7 +64,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
         return;
     }
     with_scratch2(crs * k, |wt| {
-        pack(g, w, wt);
+        pack(g, plan.level, w, wt);
         forward_packed(plan, x, wt, bias, relu, y);
     });
 }
@@ -73,9 +73,9 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
 /// (the last one 8 wide when `K` is 8 more than a multiple of 16), block `k0` at `k0·CRS`
 /// holding `[t][lane]`: `wt[k0·CRS + t·width + lane] = w[k0 + lane, t]` (`C·R·S × K`
 /// floats). A tile's taps then read one contiguous panel, 64 bytes a tap.
-pub(super) fn pack(g: &Conv2dGeometry, w: &[f32], wt: &mut [f32]) {
+pub(super) fn pack(g: &Conv2dGeometry, level: SimdLevel, w: &[f32], wt: &mut [f32]) {
     let (crs, k) = (g.reduction_len(), g.k);
-    let interleaved = Interleaved::new(g).is_some();
+    let interleaved = matches!(Layout::new(g, level), Layout::Interleaved(_));
     let mut k0 = 0;
     while k0 < k {
         let width = block_width(k, k0);
@@ -126,21 +126,15 @@ pub(super) fn forward_packed(
     if g.n == 0 || g.h.output == 0 || g.w.output == 0 {
         return;
     }
-    // A layer without padding, at stride 1, is read in place: no copy (LeNet C3's copy, memset
-    // and memmove were ~9% of its forward). Its tiles' reads stay inside the image (see
-    // `tile_avx2`). Layers with many channels read a channel-interleaved copy.
-    let layout = match (Padded::unpadded(g), Interleaved::new(g)) {
-        (Some(p), _) => Layout::InPlace(p),
-        (None, Some(il)) => Layout::Interleaved(il),
-        (None, None) => Layout::Planar(Padded::new(g)),
-    };
+    let layout = Layout::new(g, plan.level);
     let plane_in = g.h.input * g.w.input;
     let image = |n: usize| &x[n * g.c * plane_in..(n + 1) * g.c * plane_in];
     with_index_scratch(crs, |tap_off| {
         let (row_step, px_step) = match &layout {
             Layout::InPlace(p) | Layout::Planar(p) => {
                 p.tap_offsets(g, tap_off);
-                (g.h.stride * p.row_len(), 1)
+                // A pixel a float on, or `stride` floats on without a phase split.
+                (g.h.stride * p.row_len(), if p.phases == 1 { g.w.stride } else { 1 })
             }
             Layout::Interleaved(il) => {
                 il.tap_offsets(g, tap_off);
@@ -191,12 +185,35 @@ pub(super) fn forward_packed(
 
 /// The copy of an image the kernel reads.
 enum Layout {
-    /// The input itself (no padding, stride 1).
+    /// The input itself (no padding; stride 1, or with AVX-512 any stride it steps by).
     InPlace(Padded),
-    /// [`Padded`]: plane by plane.
+    /// [`Padded`]: plane by plane, split by phase or (AVX-512) not.
     Planar(Padded),
     /// [`Interleaved`]: channels in blocks of [`IL`].
     Interleaved(Interleaved),
+}
+
+impl Layout {
+    fn new(g: &Conv2dGeometry, level: SimdLevel) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if level == SimdLevel::Avx512 && STEPS_512.contains(&g.w.stride) {
+            // The AVX-512 tile steps through a row at any of these strides, so a layer
+            // without padding is read in place and a padded one from a plain row copy
+            // (a stride-2 ResNet layer's interleaved copy was 7% of its forward, the
+            // in-place read costs nothing).
+            let (p, whole) = Padded::unsplit(g);
+            return if whole { Layout::InPlace(p) } else { Layout::Planar(p) };
+        }
+        let _ = level;
+        // A layer without padding, at stride 1, is read in place: no copy (LeNet C3's copy,
+        // memset and memmove were ~9% of its forward). Its tiles' reads stay inside the
+        // image (see `tile_avx2`). Layers with many channels read a channel-interleaved copy.
+        match (Padded::unpadded(g), Interleaved::new(g)) {
+            (Some(p), _) => Layout::InPlace(p),
+            (None, Some(il)) => Layout::Interleaved(il),
+            (None, None) => Layout::Planar(Padded::new(g)),
+        }
+    }
 }
 
 /// Every output of row `oh` of image `n`.
@@ -442,7 +459,7 @@ unsafe fn row_avx512(c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize) -> usize {
         while k0 < k16 {
             let nv = if k0 + 2 * L512 <= k16 { 2 } else { 1 };
             // SAFETY: AVX-512F is enabled here; ow0 + tp ≤ ow_n and k0 + nv·16 ≤ k16.
-            unsafe { tile512(nv, tp, c.blocked)(c, xp, n, oh, ow0, k0) };
+            unsafe { tile512(nv, tp, c.px_step)(c, xp, n, oh, ow0, k0) };
             k0 += nv * L512;
         }
         ow0 += tp;
@@ -454,45 +471,61 @@ unsafe fn row_avx512(c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize) -> usize {
 #[cfg(target_arch = "x86_64")]
 type Tile512 = unsafe fn(&Ctx<'_>, &[f32], usize, usize, usize, usize);
 
-/// The AVX-512 tile for `nv` channel vectors, `tp` pixels (`P512_MIN ..= P512`), blocked taps
-/// or not.
+/// Pixel steps the AVX-512 tile is compiled for besides [`IL`]: the strides it reads
+/// without a phase split.
 #[cfg(target_arch = "x86_64")]
-fn tile512(nv: usize, tp: usize, blocked: bool) -> Tile512 {
+const STEPS_512: [usize; 3] = [1, 2, 4];
+
+/// The AVX-512 tile for `nv` channel vectors, `tp` pixels (`P512_MIN ..= P512`) and a pixel
+/// step of `step` floats (one of [`STEPS_512`] or [`IL`]).
+#[cfg(target_arch = "x86_64")]
+fn tile512(nv: usize, tp: usize, step: usize) -> Tile512 {
     macro_rules! by_pixels {
-        ($nv:literal, $b:literal) => {
+        ($nv:literal, $step:expr) => {
             match tp {
-                6 => tile_avx512::<$nv, 6, $b>,
-                7 => tile_avx512::<$nv, 7, $b>,
-                8 => tile_avx512::<$nv, 8, $b>,
-                9 => tile_avx512::<$nv, 9, $b>,
-                10 => tile_avx512::<$nv, 10, $b>,
-                11 => tile_avx512::<$nv, 11, $b>,
-                12 => tile_avx512::<$nv, 12, $b>,
+                6 => tile_avx512::<$nv, 6, { $step }>,
+                7 => tile_avx512::<$nv, 7, { $step }>,
+                8 => tile_avx512::<$nv, 8, { $step }>,
+                9 => tile_avx512::<$nv, 9, { $step }>,
+                10 => tile_avx512::<$nv, 10, { $step }>,
+                11 => tile_avx512::<$nv, 11, { $step }>,
+                12 => tile_avx512::<$nv, 12, { $step }>,
                 _ => unreachable!("AVX-512 tiles are {P512_MIN}..={P512} pixels, not {tp}"),
             }
         };
     }
-    match (nv, blocked) {
-        (2, false) => by_pixels!(2, false),
-        (2, true) => by_pixels!(2, true),
-        (_, false) => by_pixels!(1, false),
-        (_, true) => by_pixels!(1, true),
+    macro_rules! by_step {
+        ($nv:literal) => {
+            match step {
+                1 => by_pixels!($nv, 1),
+                2 => by_pixels!($nv, 2),
+                4 => by_pixels!($nv, 4),
+                IL => by_pixels!($nv, IL),
+                _ => unreachable!("AVX-512 tiles step 1, 2, 4 or {IL} floats a pixel, not {step}"),
+            }
+        };
+    }
+    if nv == 2 {
+        by_step!(2)
+    } else {
+        by_step!(1)
     }
 }
 
 /// The AVX-512 tile: `TP` consecutive pixels × `NV` vectors of 16 channels (the panels at
 /// `k0`, `k0 + 16`), accumulated in zmm registers. Pixel `p` of a tile reads at a constant
-/// displacement `p·px_step` from pixel 0, so every broadcast addresses one base register
-/// plus an immediate. The store splits each channel vector into halves and reuses the AVX2
+/// displacement `p·STEP` from pixel 0 (`STEP` = the layout's pixel step: 1, the stride of an
+/// unsplit row, or [`IL`]), so every broadcast addresses one base register plus an
+/// immediate. The store splits each channel vector into halves and reuses the AVX2
 /// 8×8 transpose: per half and per group of 8 pixels, one vector per channel.
 ///
 /// # Safety
 /// The CPU must support AVX-512F; `ow0 + TP ≤ OW`, `k0 + NV·16 ≤ K` with `k0` a multiple
-/// of 16.
+/// of 16 (the pixel step is checked here).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::needless_range_loop)] // p and v index acc and the panels alike
-unsafe fn tile_avx512<const NV: usize, const TP: usize, const BLOCKED: bool>(
+unsafe fn tile_avx512<const NV: usize, const TP: usize, const STEP: usize>(
     c: &Ctx<'_>,
     xp: &[f32],
     n: usize,
@@ -503,7 +536,7 @@ unsafe fn tile_avx512<const NV: usize, const TP: usize, const BLOCKED: bool>(
     use std::arch::x86_64::*;
     let g = c.g;
     let (ow_n, crs) = (g.w.output, c.tap_off.len());
-    let step = if BLOCKED { IL } else { 1 };
+    let step = STEP;
     assert!(ow0 + TP <= ow_n && c.px_step == step, "whole tiles at the layout's pixel step");
     // Every read below lies in xs (pixel 0's base .. the last pixel's last tap) and in the
     // panels, checked once here.
@@ -526,18 +559,8 @@ unsafe fn tile_avx512<const NV: usize, const TP: usize, const BLOCKED: bool>(
             }
         }
     };
-    if BLOCKED {
-        // A block's IL taps at one (r, s) lie at offsets off .. off + IL (asserted in
-        // `forward_packed`): one offset load per block.
-        for (b, block) in c.tap_off.chunks_exact(IL).enumerate() {
-            for ci in 0..IL {
-                tap(b * IL + ci, block[0] + ci);
-            }
-        }
-    } else {
-        for (t, &off) in c.tap_off.iter().enumerate() {
-            tap(t, off);
-        }
+    for (t, &off) in c.tap_off.iter().enumerate() {
+        tap(t, off);
     }
     let pixels = g.h.output * ow_n;
     let zero = _mm512_setzero_ps();
