@@ -113,6 +113,11 @@ fn weight_from(plan: &Conv2dPlan, xp: &[f32], pad: &Padded, dy: &[f32], dw: &mut
                     match plan.level {
                         #[cfg(target_arch = "x86_64")]
                         // SAFETY: the plan checked that this CPU supports the level.
+                        SimdLevel::Avx512 if k0 + 2 * L <= kp => unsafe {
+                            tile_avx512(&args, taps.clone(), k0, &mut tile)
+                        },
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: the plan checked that this CPU supports the level.
                         SimdLevel::Avx2 | SimdLevel::Avx512 => unsafe { tile_fma(&args, taps.clone(), k0, &mut tile) },
                         _ => tile_portable(&args, taps.clone(), k0, &mut tile),
                     }
@@ -207,6 +212,50 @@ fn tile_avx2<const NV: usize>(a: &Args<'_>, taps: std::ops::Range<usize>, k0: us
             // SAFETY: t holds 2·L ≥ (v + 1)·L floats; unaligned store.
             unsafe { _mm256_storeu_ps(t.as_mut_ptr().add(v * L), lanes) };
         }
+    }
+}
+
+/// The AVX-512 tile: `TB` taps × 16 channels (one zmm), pixels taken in pairs with one set
+/// of accumulators each (six would leave the two FMA pipes waiting on their latency), the
+/// two sets added at the end. Each tap block is still summed by one task in a fixed order.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `k0 + 16 ≤ kp`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_avx512(a: &Args<'_>, taps: std::ops::Range<usize>, k0: usize, tile: &mut [[f32; 2 * L]; TB]) {
+    use std::arch::x86_64::*;
+    assert!(k0 + 2 * L <= a.kp, "a whole 16-channel block");
+    let (offs, reach) = block_offsets(a, &taps);
+    let mut acc = [[_mm512_setzero_ps(); TB]; 2];
+    let ow_n = a.g.w.output;
+    for n in 0..a.g.n {
+        for oh in 0..a.g.h.output {
+            let (xrow, drow) = row_slices(a, n, oh, reach);
+            let pixel = |set: &mut [__m512; TB], ow: usize| {
+                // SAFETY: ow·kp + k0 + 16 ≤ ow_n·kp = drow.len() (k0 + 16 ≤ kp), and
+                // ow + offs[ti] < ow_n + reach = xrow.len(); AVX-512F is enabled here.
+                unsafe {
+                    let dv = _mm512_loadu_ps(drow.as_ptr().add(ow * a.kp + k0));
+                    for ti in 0..TB {
+                        let xv = _mm512_set1_ps(*xrow.as_ptr().add(ow + offs[ti]));
+                        set[ti] = _mm512_fmadd_ps(xv, dv, set[ti]);
+                    }
+                }
+            };
+            let [even, odd] = &mut acc;
+            for ow in (0..ow_n / 2 * 2).step_by(2) {
+                pixel(even, ow);
+                pixel(odd, ow + 1);
+            }
+            if ow_n % 2 == 1 {
+                pixel(even, ow_n - 1);
+            }
+        }
+    }
+    for (ti, t) in tile.iter_mut().enumerate() {
+        // SAFETY: t holds 16 floats; unaligned store.
+        unsafe { _mm512_storeu_ps(t.as_mut_ptr(), _mm512_add_ps(acc[0][ti], acc[1][ti])) };
     }
 }
 
