@@ -4,9 +4,9 @@
 //! every image once per channel.
 //!
 //! `dW[k, t] = Σ_n Σ_p dY[n, k, p] · x_pad[n, p + off(t)]`: with the gradient laid out pixel
-//! by pixel (`dyt[n][p][k]`, channels padded to a multiple of 8), each pixel contributes
-//! `x_pad[p + off(t)] · dyt[n][p][k..k + 8]` — one broadcast and one FMA per tap and 8
-//! channels, no lane wasted on row ends. A register tile holds `TB` taps × 16 channels.
+//! by pixel in blocks of 16 channels (`dyt[n][k / 16][p][k % 16]`, channels padded to a
+//! multiple of 8), each pixel contributes `x_pad[p + off(t)] · dY[n, k..k + 8, p]` — one
+//! broadcast and one FMA per tap and 8 channels, no lane wasted on row ends. A register tile holds `TB` taps × 16 channels.
 //! One task per block of taps sums every image and pixel in a fixed order, so the result
 //! does not depend on the thread count.
 
@@ -75,29 +75,30 @@ fn weight_from(plan: &Conv2dPlan, xp: &[f32], pad: &Padded, dy: &[f32], dw: &mut
     let kp = g.k.div_ceil(L) * L;
     let cplane = g.c * pad.plane();
     with_scratch2(g.n * pixels * kp, |dyt| {
-        // dyt[n][p][k] = dY[n, k, p] (past K: copies of channel K − 1, whose sums are dropped).
+        // dyt[n][b][p][kk] = dY[n, 16·b + kk, p]: per image, blocks of 16 channels (the last
+        // 8 wide when kp is not a multiple of 16), each pixel-major, so every block is one
+        // run of the GEMM packer's 8×8 register transposes (element by element, K = 64 was
+        // 7% of ResNet's 3×3 backward-weight). Past K: copies of channel K − 1, finite, their
+        // sums dropped.
         for n in 0..g.n {
-            let dst = &mut dyt[n * pixels * kp..(n + 1) * pixels * kp];
-            // Up to 16 channels, the GEMM packer's 8×8 register transposes (the
-            // element-by-element loop was 13% of LeNet C3's backward-weight). The lanes
-            // past K repeat channel K − 1: finite, and their sums are dropped.
-            let rows = |k: usize| {
-                let k = k.min(g.k - 1);
-                &dy[(n * g.k + k) * pixels..(n * g.k + k + 1) * pixels]
-            };
-            let done = match kp {
-                16 => transpose_rows::<16>(dst, &std::array::from_fn(rows), pixels, plan.level),
-                8 => transpose_rows::<8>(dst, &std::array::from_fn(rows), pixels, plan.level),
-                _ => false,
-            };
-            if done {
-                continue;
-            }
-            // More channels: element by element, the lanes past K again repeating channel
-            // K − 1, so every float is written once (no zero-fill pass first).
-            for k in 0..kp {
-                for (p, &v) in rows(k).iter().enumerate() {
-                    dst[p * kp + k] = v;
+            let image = &mut dyt[n * pixels * kp..(n + 1) * pixels * kp];
+            for k0 in (0..kp).step_by(2 * L) {
+                let wb = block_width(kp, k0);
+                let dst = &mut image[k0 * pixels..(k0 + wb) * pixels];
+                let rows = |i: usize| {
+                    let k = (k0 + i).min(g.k - 1);
+                    &dy[(n * g.k + k) * pixels..(n * g.k + k + 1) * pixels]
+                };
+                let done = match wb {
+                    16 => transpose_rows::<16>(dst, &std::array::from_fn(rows), pixels, plan.level),
+                    _ => transpose_rows::<8>(dst, &std::array::from_fn(rows), pixels, plan.level),
+                };
+                if !done {
+                    for i in 0..wb {
+                        for (p, &v) in rows(i).iter().enumerate() {
+                            dst[p * wb + i] = v;
+                        }
+                    }
                 }
             }
         }
@@ -139,6 +140,11 @@ fn weight_from(plan: &Conv2dPlan, xp: &[f32], pad: &Padded, dy: &[f32], dw: &mut
     });
 }
 
+/// Channels of the gradient block starting at `k0`: 16, or 8 for a last odd vector.
+fn block_width(kp: usize, k0: usize) -> usize {
+    (kp - k0).min(2 * L)
+}
+
 struct Args<'a> {
     g: &'a Conv2dGeometry,
     pad: &'a Padded,
@@ -161,12 +167,13 @@ fn block_offsets(a: &Args<'_>, taps: &std::ops::Range<usize>) -> ([usize; TB], u
 /// Row `oh` of image `n`: the input span every tap of the block reads, and the gradient
 /// rows (pixel-major), each sliced once so the per-pixel reads need no further checks.
 #[inline(always)]
-fn row_slices<'a>(a: &'a Args<'_>, n: usize, oh: usize, reach: usize) -> (&'a [f32], &'a [f32]) {
+fn row_slices<'a>(a: &'a Args<'_>, n: usize, oh: usize, reach: usize, k0: usize) -> (&'a [f32], &'a [f32]) {
     let g = a.g;
     let (oh_n, ow_n) = (g.h.output, g.w.output);
     let start = n * a.cplane + oh * g.h.stride * a.pad.row_len();
-    let d0 = (n * oh_n + oh) * ow_n * a.kp;
-    (&a.xp[start..start + ow_n + reach], &a.dyt[d0..d0 + ow_n * a.kp])
+    let wb = block_width(a.kp, k0);
+    let d0 = (n * a.kp + k0) * oh_n * ow_n + oh * ow_n * wb;
+    (&a.xp[start..start + ow_n + reach], &a.dyt[d0..d0 + ow_n * wb])
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -189,10 +196,10 @@ fn tile_avx2<const NV: usize>(a: &Args<'_>, taps: std::ops::Range<usize>, k0: us
     let mut acc = [[_mm256_setzero_ps(); NV]; TB];
     for n in 0..a.g.n {
         for oh in 0..a.g.h.output {
-            let (xrow, drow) = row_slices(a, n, oh, reach);
+            let (xrow, drow) = row_slices(a, n, oh, reach, k0);
             for ow in 0..a.g.w.output {
-                let at = ow * a.kp + k0;
-                // SAFETY: at + NV·L ≤ ow_n·kp = drow.len() (k0 + NV·L ≤ kp), and
+                let at = ow * NV * L;
+                // SAFETY: at + NV·L ≤ ow_n·NV·L = drow.len() (the block is NV·L wide), and
                 // ow + offs[ti] < ow_n + reach = xrow.len(); AVX2/FMA are enabled here.
                 unsafe {
                     let dv: [__m256; NV] = std::array::from_fn(|v| _mm256_loadu_ps(drow.as_ptr().add(at + v * L)));
@@ -231,12 +238,12 @@ unsafe fn tile_avx512(a: &Args<'_>, taps: std::ops::Range<usize>, k0: usize, til
     let ow_n = a.g.w.output;
     for n in 0..a.g.n {
         for oh in 0..a.g.h.output {
-            let (xrow, drow) = row_slices(a, n, oh, reach);
+            let (xrow, drow) = row_slices(a, n, oh, reach, k0);
             let pixel = |set: &mut [__m512; TB], ow: usize| {
-                // SAFETY: ow·kp + k0 + 16 ≤ ow_n·kp = drow.len() (k0 + 16 ≤ kp), and
+                // SAFETY: ow·16 + 16 ≤ ow_n·16 = drow.len() (the block is 16 wide), and
                 // ow + offs[ti] < ow_n + reach = xrow.len(); AVX-512F is enabled here.
                 unsafe {
-                    let dv = _mm512_loadu_ps(drow.as_ptr().add(ow * a.kp + k0));
+                    let dv = _mm512_loadu_ps(drow.as_ptr().add(ow * 2 * L));
                     for ti in 0..TB {
                         let xv = _mm512_set1_ps(*xrow.as_ptr().add(ow + offs[ti]));
                         set[ti] = _mm512_fmadd_ps(xv, dv, set[ti]);
@@ -283,10 +290,10 @@ fn tile_sum<const FMA: bool, const NV: usize>(
     let mut acc = [[[0.0f32; L]; NV]; TB];
     for n in 0..a.g.n {
         for oh in 0..a.g.h.output {
-            let (xrow, drow) = row_slices(a, n, oh, reach);
+            let (xrow, drow) = row_slices(a, n, oh, reach, k0);
             for ow in 0..a.g.w.output {
                 let xs: [f32; TB] = std::array::from_fn(|ti| xrow[ow + offs[ti]]);
-                let at = ow * a.kp + k0;
+                let at = ow * NV * L;
                 let dv: [[f32; L]; NV] = std::array::from_fn(|v| {
                     let mut d = [0.0f32; L];
                     d.copy_from_slice(&drow[at + v * L..at + v * L + L]);
