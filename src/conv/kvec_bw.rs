@@ -109,26 +109,44 @@ fn weight_from(plan: &Conv2dPlan, xp: &[f32], pad: &Padded, dy: &[f32], dw: &mut
             let blocks = crs.div_ceil(TB);
             let task = |b: usize| {
                 let taps = b * TB..((b + 1) * TB).min(crs);
-                let mut tile = [[0.0f32; 2 * L]; TB];
-                for k0 in (0..kp).step_by(2 * L) {
-                    match plan.level {
+                // Up to two 16-channel tiles a pass (32 channels with AVX-512).
+                let mut tiles = [[[0.0f32; 2 * L]; TB]; 2];
+                let mut k0 = 0;
+                while k0 < kp {
+                    let [tile, tile2] = &mut tiles;
+                    let width = match plan.level {
                         #[cfg(target_arch = "x86_64")]
                         // SAFETY: the plan checked that this CPU supports the level.
-                        SimdLevel::Avx512 if k0 + 2 * L <= kp => unsafe {
-                            tile_avx512(&args, taps.clone(), k0, &mut tile)
+                        SimdLevel::Avx512 if k0 + 4 * L <= kp => unsafe {
+                            tile_avx512_32(&args, taps.clone(), k0, tile, tile2);
+                            4 * L
                         },
                         #[cfg(target_arch = "x86_64")]
                         // SAFETY: the plan checked that this CPU supports the level.
-                        SimdLevel::Avx2 | SimdLevel::Avx512 => unsafe { tile_fma(&args, taps.clone(), k0, &mut tile) },
-                        _ => tile_portable(&args, taps.clone(), k0, &mut tile),
-                    }
+                        SimdLevel::Avx512 if k0 + 2 * L <= kp => unsafe {
+                            tile_avx512(&args, taps.clone(), k0, tile);
+                            2 * L
+                        },
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: the plan checked that this CPU supports the level.
+                        SimdLevel::Avx2 | SimdLevel::Avx512 => unsafe {
+                            tile_fma(&args, taps.clone(), k0, tile);
+                            2 * L
+                        },
+                        _ => {
+                            tile_portable(&args, taps.clone(), k0, tile);
+                            2 * L
+                        }
+                    };
                     for (ti, t) in taps.clone().enumerate() {
-                        for (kk, &v) in tile[ti].iter().enumerate().take((g.k.saturating_sub(k0)).min(2 * L)) {
+                        let lanes = tiles[0][ti].iter().chain(&tiles[1][ti]);
+                        for (kk, &v) in lanes.enumerate().take(g.k.saturating_sub(k0).min(width)) {
                             // SAFETY: (k0 + kk, t) is inside dW (k0 + kk < K, t < CRS) and
                             // tap t belongs to this task's block alone.
                             unsafe { *out.get().add((k0 + kk) * crs + t) = v };
                         }
                     }
+                    k0 += width;
                 }
             };
             if plan.parallelism.threads_for(g.flops()) > 1 {
@@ -263,6 +281,53 @@ unsafe fn tile_avx512(a: &Args<'_>, taps: std::ops::Range<usize>, k0: usize, til
     for (ti, t) in tile.iter_mut().enumerate() {
         // SAFETY: t holds 16 floats; unaligned store.
         unsafe { _mm512_storeu_ps(t.as_mut_ptr(), _mm512_add_ps(acc[0][ti], acc[1][ti])) };
+    }
+}
+
+/// The AVX-512 tile for 32 channels (two 16-channel blocks, one zmm each): `TB × 2`
+/// accumulators, two gradient loads and `TB` broadcasts per pixel for `2·TB` FMAs.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `k0 + 32 ≤ kp`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_avx512_32(
+    a: &Args<'_>,
+    taps: std::ops::Range<usize>,
+    k0: usize,
+    tile: &mut [[f32; 2 * L]; TB],
+    tile2: &mut [[f32; 2 * L]; TB],
+) {
+    use std::arch::x86_64::*;
+    assert!(k0 + 4 * L <= a.kp, "two whole 16-channel blocks");
+    let (offs, reach) = block_offsets(a, &taps);
+    let mut acc = [[_mm512_setzero_ps(); 2]; TB];
+    for n in 0..a.g.n {
+        for oh in 0..a.g.h.output {
+            let (xrow, d0) = row_slices(a, n, oh, reach, k0);
+            let (_, d1) = row_slices(a, n, oh, reach, k0 + 2 * L);
+            for ow in 0..a.g.w.output {
+                // SAFETY: ow·16 + 16 ≤ ow_n·16 = d0.len() = d1.len() (both blocks are 16
+                // wide), and ow + offs[ti] < ow_n + reach = xrow.len(); AVX-512F is enabled.
+                unsafe {
+                    let dv =
+                        [_mm512_loadu_ps(d0.as_ptr().add(ow * 2 * L)), _mm512_loadu_ps(d1.as_ptr().add(ow * 2 * L))];
+                    for ti in 0..TB {
+                        let xv = _mm512_set1_ps(*xrow.as_ptr().add(ow + offs[ti]));
+                        for v in 0..2 {
+                            acc[ti][v] = _mm512_fmadd_ps(xv, dv[v], acc[ti][v]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for ti in 0..TB {
+        // SAFETY: each tile row holds 16 floats; unaligned stores.
+        unsafe {
+            _mm512_storeu_ps(tile[ti].as_mut_ptr(), acc[ti][0]);
+            _mm512_storeu_ps(tile2[ti].as_mut_ptr(), acc[ti][1]);
+        }
     }
 }
 
