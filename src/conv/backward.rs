@@ -16,7 +16,7 @@ use super::padded::Padded;
 use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
 use super::strided;
 use super::Conv2dPlan;
-use super::{direct, im2col, winograd, winograd4, Algorithm};
+use super::im2col;
 use crate::gemm::{engine, gemm, run_problem, CPtr, GemmParams, MatMut, MatRef, Operand, PackSource, Problem};
 use crate::geometry::{Conv2dGeometry, Conv2dParams, Padding};
 use crate::parallel::{for_each_part, Parallelism, SharedMut};
@@ -71,14 +71,10 @@ pub(super) fn data(plan: &Conv2dPlan, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let g = &plan.geo;
     if let Some(t) = &plan.transposed {
         let wt = transpose_weight(g, w);
-        let tg = t.geo;
-        match t.algorithm {
-            Algorithm::Im2col | Algorithm::Auto | Algorithm::Measured => im2col::forward(t, dy, &wt, None, false, dx),
-            Algorithm::Direct | Algorithm::Depthwise => direct::forward(t, dy, &wt, None, false, dx),
-            Algorithm::Winograd => winograd::forward(t, dy, &wt, None, false, dx),
-            Algorithm::Winograd4 => winograd4::forward(t, dy, &wt, None, false, dx),
-        }
-        debug_assert_eq!(tg.output_shape(), g.input_shape());
+        // The transposed convolution's own forward path (its channel-vectorised kernel
+        // included, which a dispatch on the algorithm alone would skip).
+        t.forward_raw(dy, &wt, None, false, dx);
+        debug_assert_eq!(t.geo.output_shape(), g.input_shape());
         return;
     }
     dx.fill(0.0);
