@@ -429,7 +429,8 @@ fn five_pixel_tiles_match_the_reference() {
 /// The AVX-512 channel-vectorised forward cuts a row into the fewest tiles of 6 to 12
 /// pixels and takes 32 channels a pass, then 16, then (AVX2) 8: rows of 6 to 27 pixels,
 /// 16 to 56 channels, strides 1 to 4, read in place, through the planar copy and (16 input
-/// channels, padded or strided) through the interleaved copy, on every level.
+/// channels, padded or strided) through the interleaved copy, on every level; with up to
+/// 136 channels for the backward-weight passes.
 #[test]
 fn wide_channel_tiles_match_the_reference() {
     let (s1, s2) = (Conv2dParams::default(), Conv2dParams::default().stride(2, 2));
@@ -445,6 +446,10 @@ fn wide_channel_tiles_match_the_reference() {
         // Strides 3 and 4: an AlexNet-like stem (planar copy) and an interleaved layer.
         ([1, 3, 27, 63], [16, 3, 11, 11], Conv2dParams::default().stride(4, 4).padding(Padding::uniform(2))),
         ([1, 16, 9, 40], [32, 16, 3, 3], Conv2dParams::default().stride(3, 3).padding(Padding::uniform(1))),
+        // 96 and 136 channels: backward-weight takes them on the AVX-512 path in passes of
+        // 32, then 16, then 8.
+        ([2, 8, 9, 20], [96, 8, 3, 3], s2.padding(Padding::uniform(1))),
+        ([1, 8, 7, 13], [136, 8, 3, 3], s1),
     ];
     for (seed, (input_shape, weight_shape, params)) in cases.into_iter().enumerate() {
         let case = ConvCase::fixed(input_shape, weight_shape, params, 100 + seed as u64);

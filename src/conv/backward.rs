@@ -11,12 +11,12 @@
 //! All three are bitwise identical for any thread count: threads split images (data),
 //! output blocks (weight) or channels (bias), never a sum.
 
+use super::im2col;
 use super::im2col::Im2colTaps;
 use super::padded::Padded;
 use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
 use super::strided;
 use super::Conv2dPlan;
-use super::im2col;
 use crate::gemm::{engine, gemm, run_problem, CPtr, GemmParams, MatMut, MatRef, Operand, PackSource, Problem};
 use crate::geometry::{Conv2dGeometry, Conv2dParams, Padding};
 use crate::parallel::{for_each_part, Parallelism, SharedMut};

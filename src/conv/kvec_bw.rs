@@ -26,21 +26,27 @@ const TB: usize = 6;
 /// is taken: both are built whole before the taps are shared among threads, and every tap
 /// block streams the whole gradient, which must stay near the core (2 MB here).
 const MAX_SCRATCH: usize = 1 << 19;
-/// Most output channels: beyond, the GEMM's reuse of each packed block wins.
+/// Most output channels: beyond, the GEMM's reuse of each packed block wins (with AVX2;
+/// the AVX-512 tiles, 32 channels a pass, beat it to 256: resnet_down's K = 128 took
+/// 0.548 ms against the GEMM's 0.619).
 const MAX_K: usize = 64;
+/// [`MAX_K`] with AVX-512.
+const MAX_K_512: usize = 256;
 
 /// Whether this path beats the per-image GEMM and the per-channel dot products (measured
 /// with `examples/compare.rs`: LeNet's C1 and C3, ResNet's 64-channel 3×3 layer): one group,
-/// 6 to 64 output channels, strides up to 2 (AlexNet's stride-4 stem lost), a reduction
+/// 6 to 64 output channels (256 with AVX-512), strides up to 2 (AlexNet's stride-4 stem
+/// lost), a reduction
 /// long enough that the tap blocks are full, and
 /// scratch that stays near the core.
-pub(super) fn preferred(g: &Conv2dGeometry) -> bool {
+pub(super) fn preferred(g: &Conv2dGeometry, level: SimdLevel) -> bool {
+    let max_k = if level == SimdLevel::Avx512 { MAX_K_512 } else { MAX_K };
     let pixels = g.h.output * g.w.output;
     let kp = g.k.div_ceil(L) * L;
     let pad = Padded::new(g);
     let scratch = g.n.saturating_mul(g.c.saturating_mul(pad.plane()).saturating_add(pixels.saturating_mul(kp)));
     g.groups == 1
-        && (6..=MAX_K).contains(&g.k)
+        && (6..=max_k).contains(&g.k)
         && g.h.stride <= 2
         && g.w.stride <= 2
         && g.reduction_len() >= 4 * TB

@@ -478,7 +478,7 @@ impl Conv2dPlan {
         expect_shape("conv2d grad_weight", grad_weight.shape(), &self.geo.weight_shape())?;
         let (x, dy, dw) = (input.data(), grad_out.data(), grad_weight.data_mut());
         let direct = matches!(self.algorithm, Algorithm::Direct | Algorithm::Depthwise);
-        if kvec_bw::preferred(&self.geo) {
+        if kvec_bw::preferred(&self.geo, self.level) {
             kvec_bw::weight(self, x, dy, dw);
         } else if direct && direct_bw::preferred(&self.geo) {
             direct_bw::weight(self, x, dy, dw);
