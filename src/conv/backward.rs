@@ -158,7 +158,7 @@ fn col2im(plan: &Conv2dPlan, dcol: &[f32], p0: usize, t: usize, dxg: &mut [f32],
                     if a < b {
                         let src = &row[q + a - ow..q + b - ow];
                         let start = ih * w_in + a * sw + shift - pl;
-                        strided::add(&mut chan[start..start + (src.len() - 1) * sw + 1], src, sw);
+                        strided::add(&mut chan[start..start + (src.len() - 1) * sw + 1], src, sw, plan.level);
                     }
                 }
                 q += run;
