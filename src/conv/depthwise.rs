@@ -1,5 +1,6 @@
 //! Depthwise 3×3 convolution, stride 1 and dilation 1 down the columns (any stride and
-//! dilation across): a register tile of [`RB`] output rows × 16 output columns.
+//! dilation across): a register tile of 3 output rows × 16 output columns (two vectors of 8),
+//! or with AVX-512 6 rows × 16 columns (one zmm a row).
 //!
 //! The output-width tile of [`super::direct`] with one channel per block loads 16 inputs and
 //! broadcasts one weight for every 16 multiply-adds: a depthwise layer is bound by loads. Here
@@ -12,8 +13,8 @@ use super::padded::Padded;
 use crate::geometry::Conv2dGeometry;
 use crate::simd::SimdLevel;
 
-/// Output rows per register tile.
-pub(super) const RB: usize = 3;
+/// Most output rows per register tile (AVX-512's; AVX2 and portable take 3).
+const MAX_RB: usize = 6;
 /// Output columns per register tile (two vectors of 8).
 const W: usize = 16;
 
@@ -55,6 +56,11 @@ impl Plane<'_> {
     pub(super) fn run(&mut self, level: SimdLevel, oh0: usize, oh1: usize) {
         debug_assert!(oh0 >= self.y_row0 && self.y.len() >= (oh1 - self.y_row0) * self.ow_n);
         #[cfg(target_arch = "x86_64")]
+        if level == SimdLevel::Avx512 {
+            // SAFETY: the caller's plan checked that this CPU has AVX-512F.
+            return unsafe { rows_avx512(self, oh0, oh1) };
+        }
+        #[cfg(target_arch = "x86_64")]
         if level >= SimdLevel::Avx2 {
             // SAFETY: the caller's plan checked that this CPU has AVX2 and FMA.
             return unsafe { rows_avx2(self, oh0, oh1) };
@@ -68,7 +74,7 @@ impl Plane<'_> {
 macro_rules! dw_rows {
     (
         $(#[$attr:meta])*
-        fn $name:ident: $V:ty;
+        fn $name:ident: $V:ty, lanes $L:expr, rows $RB:expr;
         zero $zero:path, load $load:path, store $store:path, splat $splat:path,
         fma $fma:path, max $max:path
     ) => {
@@ -79,8 +85,9 @@ macro_rules! dw_rows {
             $(#[$attr])*
             #[inline]
             fn tile<const N: usize>(p: &Plane<'_>, w: &[$V; 9], oh: usize, ow0: usize, out: *mut f32, stride: usize) {
+                const L: usize = $L;
                 let bias = $splat(p.bias);
-                let mut acc = [[bias; 2]; N];
+                let mut acc = [[bias; W / L]; N];
                 let base = oh * p.row_len + ow0;
                 // Every read lies in the padded copy: rows oh .. oh + N + 2 exist (the output
                 // has them), and a row's slack covers the 16 columns of its last tile.
@@ -89,18 +96,17 @@ macro_rules! dw_rows {
                 let xp = p.xp.as_ptr();
                 for i in 0..N + 2 {
                     for s in 0..3 {
-                        // SAFETY: base + i·row_len + s_off[s] + 16 ≤ last ≤ xp.len().
-                        let (x0, x1) = unsafe {
-                            let at = xp.add(base + i * p.row_len + p.s_off[s]);
-                            ($load(at), $load(at.add(8)))
-                        };
+                        let at = base + i * p.row_len + p.s_off[s];
+                        // SAFETY: at + 16 ≤ last ≤ xp.len().
+                        let xv: [$V; W / L] = std::array::from_fn(|v| unsafe { $load(xp.add(at + v * L)) });
                         // Output row o uses input row i at tap r = i − o (0 ≤ r < 3); with
                         // N and i known when unrolled, the test folds away.
                         for (o, a) in acc.iter_mut().enumerate() {
                             if i >= o && i - o < 3 {
                                 let wv = w[(i - o) * 3 + s];
-                                a[0] = $fma(x0, wv, a[0]);
-                                a[1] = $fma(x1, wv, a[1]);
+                                for (av, &x) in a.iter_mut().zip(&xv) {
+                                    *av = $fma(x, wv, *av);
+                                }
                             }
                         }
                     }
@@ -111,7 +117,7 @@ macro_rules! dw_rows {
                         let t = if p.relu { $max(zero, t) } else { t };
                         // SAFETY: the caller passes `out` valid for N rows of 16 floats at
                         // `stride`.
-                        unsafe { $store(out.add(o * stride + v * 8), t) };
+                        unsafe { $store(out.add(o * stride + v * L), t) };
                     }
                 }
             }
@@ -121,7 +127,7 @@ macro_rules! dw_rows {
             fn rows<const N: usize>(p: &mut Plane<'_>, w: &[$V; 9], oh: usize) {
                 let ow_n = p.ow_n;
                 let row = oh - p.y_row0;
-                let mut scratch = [0.0f32; RB * W];
+                let mut scratch = [0.0f32; MAX_RB * W];
                 for ow0 in (0..ow_n).step_by(W) {
                     if ow0 + W <= ow_n {
                         // SAFETY: rows oh .. oh + N, columns ow0 .. ow0 + 16 of the plane,
@@ -141,14 +147,19 @@ macro_rules! dw_rows {
 
             let w: [$V; 9] = std::array::from_fn(|t| $splat(p.w[t]));
             let mut oh = oh0;
+            const RB: usize = $RB;
             while oh + RB <= oh1 {
                 rows::<RB>(p, &w, oh);
                 oh += RB;
             }
+            // The last rows, fewer than RB (≤ MAX_RB − 1).
             match oh1 - oh {
                 0 => {}
                 1 => rows::<1>(p, &w, oh),
-                _ => rows::<2>(p, &w, oh),
+                2 => rows::<2>(p, &w, oh),
+                3 => rows::<3>(p, &w, oh),
+                4 => rows::<4>(p, &w, oh),
+                _ => rows::<5>(p, &w, oh),
             }
         }
     };
@@ -156,7 +167,7 @@ macro_rules! dw_rows {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Plane, RB, W};
+    use super::{Plane, MAX_RB, W};
     use std::arch::x86_64::*;
 
     #[inline]
@@ -194,9 +205,9 @@ mod x86 {
     }
 
     dw_rows! {
-        /// AVX2+FMA.
+        /// AVX2+FMA: 3 rows × 2 vectors.
         #[target_feature(enable = "avx2,fma")]
-        fn rows_avx2_impl: __m256;
+        fn rows_avx2_impl: __m256, lanes 8, rows 3;
         zero zero, load load, store store, splat splat, fma fma, max max
     }
 
@@ -206,18 +217,73 @@ mod x86 {
         // SAFETY: the caller checked the CPU's features.
         unsafe { rows_avx2_impl(p, oh0, oh1) }
     }
+
+    /// The AVX-512 operations.
+    mod z {
+        use std::arch::x86_64::*;
+
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn load(p: *const f32) -> __m512 {
+            // SAFETY: the caller guarantees 16 readable floats.
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn store(p: *mut f32, v: __m512) {
+            // SAFETY: the caller guarantees 16 writable floats.
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        pub(super) fn splat(x: f32) -> __m512 {
+            _mm512_set1_ps(x)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        pub(super) fn zero() -> __m512 {
+            _mm512_setzero_ps()
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        pub(super) fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+            _mm512_fmadd_ps(a, b, c)
+        }
+        /// `maxps` returns its second operand when either is NaN: NaN propagates.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        pub(super) fn max(zero: __m512, t: __m512) -> __m512 {
+            _mm512_max_ps(zero, t)
+        }
+    }
+
+    dw_rows! {
+        /// AVX-512F: 6 rows × one zmm (one vector per row would leave three accumulators
+        /// waiting on the FMA latency; six rows also load each input segment for up to
+        /// three of them).
+        #[target_feature(enable = "avx512f")]
+        fn rows_avx512_impl: __m512, lanes 16, rows 6;
+        zero z::zero, load z::load, store z::store, splat z::splat, fma z::fma, max z::max
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    pub(super) unsafe fn rows_avx512(p: &mut Plane<'_>, oh0: usize, oh1: usize) {
+        // SAFETY: the caller checked the CPU's features.
+        unsafe { rows_avx512_impl(p, oh0, oh1) }
+    }
 }
 #[cfg(target_arch = "x86_64")]
-use x86::rows_avx2;
+use x86::{rows_avx2, rows_avx512};
 
 mod portable {
-    use super::{Plane, RB, W};
+    use super::{Plane, MAX_RB, W};
     use crate::simd::wide_ops::{fma, load, max, splat, store, zero};
     use wide::f32x8;
 
     dw_rows! {
-        /// Portable `wide`.
-        fn rows_portable: f32x8;
+        /// Portable `wide`: 3 rows × 2 vectors.
+        fn rows_portable: f32x8, lanes 8, rows 3;
         zero zero, load load, store store, splat splat, fma fma, max max
     }
 }
