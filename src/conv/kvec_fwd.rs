@@ -1,6 +1,7 @@
-//! Direct forward convolution vectorised over output channels, for small layers with a
-//! multiple of 8 output channels (LeNet's C3: 16) where the `KB×16` tiles of `direct.rs`
-//! waste lanes on narrow output rows.
+//! Direct forward convolution vectorised over output channels, for layers with a multiple
+//! of 8 output channels (LeNet's C3: 16; ResNet's strided 3×3s: 64, 128) where the `KB×16`
+//! tiles of `direct.rs` waste lanes on narrow output rows or lowering for the GEMM copies
+//! every tap.
 //!
 //! `y[n, k, p] = b[k] + Σ_t x_pad[n, p + off(t)] · w[k, t]`: with the weight transposed to
 //! `wt[t][k]`, a register tile of `P` pixels × 16 channels takes per tap two weight vectors
@@ -8,9 +9,12 @@
 //! from the padded image instead of a packed panel. Each output is computed by one tile, in
 //! tap order, so the result does not depend on the thread count.
 //!
-//! Layers with whole blocks of 8 input channels read a channel-interleaved copy instead
-//! ([`super::interleaved`]), the taps ordered `(block, r, s, channel)` and the weight panels
-//! to match; the AVX2 tile then takes a block's 8 taps from one base at constant offsets.
+//! With AVX2, layers with whole blocks of 8 input channels read a channel-interleaved copy
+//! instead ([`super::interleaved`]), the taps ordered `(block, r, s, channel)` and the
+//! weight panels to match; the AVX2 tile then takes a block's 8 taps from one base at
+//! constant offsets. With AVX-512 the tile (`tile_avx512`) steps through a row at the
+//! stride itself: no phase split, unpadded layers read in place, padded ones from a plain
+//! row copy (see [`Layout::new`]).
 
 use super::interleaved::{reorder_panel, Interleaved, IL};
 use super::padded::Padded;
