@@ -45,6 +45,7 @@ impl Padded {
     /// by the AVX-512 channel-vectorised tiles `stride` floats a pixel (they broadcast one
     /// float a pixel, never reading past a row's last tap); or, with no padding, the input
     /// itself.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // read by the AVX-512 tiles only
     pub fn unsplit(g: &Conv2dGeometry) -> (Self, bool) {
         let (h, w) = (&g.h, &g.w);
         let hp = h.input + h.pad_before + h.pad_after;
