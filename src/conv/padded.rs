@@ -217,3 +217,32 @@ mod x86 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The masked AVX-512 row copy writes exactly `[0; left] ++ src ++ [0; rest]` for rows
+    /// shorter and longer than a vector, gaps wider than a vector, and empty sources, into
+    /// a NaN-filled row (so a lane it skipped shows), and never past the row.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn masked_row_copy_writes_exactly_the_padded_row() {
+        if !crate::simd::SimdLevel::Avx512.is_supported() {
+            return;
+        }
+        for n in 0..45 {
+            for left in 0..=n.min(20) {
+                for len in [0, 1, 7, 16, 17, n - left].into_iter().filter(|&l| left + l <= n) {
+                    let src: Vec<f32> = (0..len).map(|i| i as f32 + 1.0).collect();
+                    let mut buf = vec![f32::NAN; n + 3];
+                    // SAFETY: AVX-512F is supported (checked above).
+                    unsafe { super::x86::pad_row(&mut buf[..n], left, &src) };
+                    for (i, &v) in buf[..n].iter().enumerate() {
+                        let want = if (left..left + len).contains(&i) { src[i - left] } else { 0.0 };
+                        assert_eq!(v.to_bits(), want.to_bits(), "n {n} left {left} len {len} at {i}");
+                    }
+                    assert!(buf[n..].iter().all(|v| v.is_nan()), "wrote past the row: n {n}");
+                }
+            }
+        }
+    }
+}
