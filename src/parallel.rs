@@ -102,7 +102,20 @@ pub fn for_each_part(parts: usize, f: impl Fn(usize) + Sync + Send) {
         1 => f(0),
         _ if threads() <= 1 => (0..parts).for_each(f),
         _ if hot::run(parts, threads().min(parts) - 1, &f) => {}
-        _ if rayon::current_thread_index().is_some() => (0..parts).into_par_iter().for_each(f),
+        _ if rayon::current_thread_index().is_some() => {
+            // Another fork-join holds the hot slot. Rayon may skip the parts after a
+            // panicking one; each part's panic is caught instead, so every other part
+            // still runs, and the first panic is raised afterwards (as `hot::run` does).
+            let panic = std::sync::Mutex::new(None);
+            (0..parts).into_par_iter().for_each(|p| {
+                if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(p))) {
+                    panic.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                }
+            });
+            if let Some(e) = panic.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                std::panic::resume_unwind(e);
+            }
+        }
         _ => from_outside(parts, &f),
     }
 }
