@@ -262,7 +262,7 @@ fn weight_images(
                     continue;
                 }
                 with_scratch(cg * pad.plane(), |xp| {
-                    pad.fill(g, xg, cg, xp);
+                    pad.fill(g, xg, cg, xp, plan.level);
                     let a = Im2colTaps { xp, pad: &pad, tap_off, geo: g };
                     // The C block (crs × kg at stride crs) is exactly out_g, borrowed here.
                     run_problem(eng, &weight_problem(&a, &bt, c, dims, beta), parallelism);

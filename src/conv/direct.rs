@@ -124,7 +124,7 @@ fn units_run(
         let plane_in = g.h.input * g.w.input;
         let x_grp = &x[(n * g.c + grp * cg) * plane_in..(n * g.c + (grp + 1) * cg) * plane_in];
         with_scratch(cg * pad.plane(), |xp| {
-            pad.fill(g, x_grp, cg, xp);
+            pad.fill(g, x_grp, cg, xp, plan.level);
             let xp: &[f32] = xp;
             let bands = if outer || threads == 1 { 1 } else { (4 * threads).div_ceil(blocks).min(oh_n) };
             let job = |j: usize| {

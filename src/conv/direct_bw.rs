@@ -67,7 +67,7 @@ fn channel(plan: &Conv2dPlan, x: &[f32], dy: &[f32], k: usize, out: &mut [f32]) 
                 pad.tap_offsets(g, tap_off);
                 for n in 0..g.n {
                     let xg = &x[(n * g.c + grp * cg) * plane_in..(n * g.c + (grp + 1) * cg) * plane_in];
-                    pad.fill(g, xg, cg, xp);
+                    pad.fill(g, xg, cg, xp, plan.level);
                     let dyk = &dy[(n * g.k + k) * pixels..(n * g.k + k + 1) * pixels];
                     dyp.fill(0.0);
                     for (oh, row) in dyk.chunks_exact(ow_n).enumerate() {

@@ -333,7 +333,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
         let bands = inner.threads_for(per_job).min(g.h.output);
         if bands <= 1 {
             with_scratch(cg * pad.plane(), |xp| {
-                pad.fill(g, xg, cg, xp);
+                pad.fill(g, xg, cg, xp, plan.level);
                 let xp = &*xp;
                 with_index_scratch(crs_len, |tap_off| {
                     pad.tap_offsets(g, tap_off);
@@ -355,7 +355,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
             with_scratch(cg * pb.plane(), |xp| {
                 for (c, dst) in xp.chunks_exact_mut(pb.plane()).enumerate() {
                     let plane = &xg[c * plane_in..(c + 1) * plane_in];
-                    pb.fill(&gb, &plane[rows_in.start * g.w.input..rows_in.end * g.w.input], 1, dst);
+                    pb.fill(&gb, &plane[rows_in.start * g.w.input..rows_in.end * g.w.input], 1, dst, plan.level);
                 }
                 let xp = &*xp;
                 with_index_scratch(crs_len, |tap_off| {
@@ -416,7 +416,7 @@ fn forward_batched(
         with_scratch(g.n * image_stride, |xp| {
             for n in 0..g.n {
                 let xg = &x[(n * g.c + grp * cg) * plane_in..(n * g.c + (grp + 1) * cg) * plane_in];
-                pad.fill(g, xg, cg, &mut xp[n * image_stride..(n + 1) * image_stride]);
+                pad.fill(g, xg, cg, &mut xp[n * image_stride..(n + 1) * image_stride], plan.level);
             }
             with_index_scratch(crs_len, |tap_off| {
                 pad.tap_offsets(g, tap_off);

@@ -279,7 +279,7 @@ mod tests {
             let il = Interleaved::new(&g).expect("interleaved");
             let pad = Padded::new(&g);
             let mut planar = vec![0.0; c * pad.plane()];
-            pad.fill(&g, &x, c, &mut planar);
+            pad.fill(&g, &x, c, &mut planar, SimdLevel::Portable);
             let crs = c * r * s;
             let (mut off_p, mut off_i) = (vec![0; crs], vec![0; crs]);
             pad.tap_offsets(&g, &mut off_p);

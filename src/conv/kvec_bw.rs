@@ -68,7 +68,8 @@ pub(super) fn weight(plan: &Conv2dPlan, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     with_scratch(g.n * cplane + pad.row_len(), |xp| {
         xp[g.n * cplane..].fill(0.0);
         for n in 0..g.n {
-            pad.fill(g, &x[n * g.c * plane_in..(n + 1) * g.c * plane_in], g.c, &mut xp[n * cplane..(n + 1) * cplane]);
+            let image = &x[n * g.c * plane_in..(n + 1) * g.c * plane_in];
+            pad.fill(g, image, g.c, &mut xp[n * cplane..(n + 1) * cplane], plan.level);
         }
         weight_from(plan, xp, &pad, dy, dw);
     });

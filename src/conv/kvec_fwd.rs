@@ -164,7 +164,7 @@ pub(super) fn forward_packed(
         let with_image = |n: usize, parts: usize, f: &mut dyn FnMut(&[f32])| match &layout {
             Layout::InPlace(_) => f(image(n)),
             Layout::Planar(p) => with_scratch(g.c * p.plane(), |xp| {
-                p.fill_parallel(g, image(n), g.c, xp, parts);
+                p.fill_parallel(g, image(n), g.c, xp, parts, plan.level);
                 f(xp);
             }),
             Layout::Interleaved(il) => with_scratch(il.len(g), |xp| {
