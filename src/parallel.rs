@@ -519,4 +519,29 @@ mod tests {
             assert_eq!(finished.load(Ordering::Relaxed), 5, "the other parts still ran inside a pool");
         }
     }
+
+    /// A fork-join nested in another's part finds the hot slot taken and goes through
+    /// rayon; a panicking part there too reaches the caller only after every other part
+    /// ran (rayon alone may skip the parts after a panicking one).
+    #[test]
+    fn a_panicking_part_of_a_nested_fork_join_lets_the_others_run() {
+        for bad in [0, 3, 7] {
+            let (finished, panics) = (AtomicUsize::new(0), AtomicUsize::new(0));
+            with_threads(2, || {
+                for_each_part(2, |_| {
+                    let inner = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        for_each_part(8, |p| {
+                            assert!(p != bad, "part {p} fails");
+                            finished.fetch_add(1, Ordering::Relaxed);
+                        })
+                    }));
+                    if inner.is_err() {
+                        panics.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            });
+            assert_eq!(panics.load(Ordering::Relaxed), 2, "part {bad}'s panic was lost in a nested fork-join");
+            assert_eq!(finished.load(Ordering::Relaxed), 2 * 7, "the other parts still ran (bad part {bad})");
+        }
+    }
 }
