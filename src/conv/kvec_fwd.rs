@@ -521,7 +521,9 @@ fn tile512(nv: usize, tp: usize, step: usize) -> Tile512 {
 /// displacement `p·STEP` from pixel 0 (`STEP` = the layout's pixel step: 1, the stride of an
 /// unsplit row, or [`IL`]), so every broadcast addresses one base register plus an
 /// immediate. The store splits each channel vector into halves and reuses the AVX2
-/// 8×8 transpose: per half and per group of 8 pixels, one vector per channel.
+/// 8×8 transpose: per half and per group of 8 pixels, one vector per channel. (The store
+/// has the same shape as [`tile_avx2`]'s; sharing it as one `#[inline]` function cost
+/// LeNet C3's forward 5.5%, so it is written out in both.)
 ///
 /// # Safety
 /// The CPU must support AVX-512F; `ow0 + TP ≤ OW`, `k0 + NV·16 ≤ K` with `k0` a multiple
@@ -540,23 +542,22 @@ unsafe fn tile_avx512<const NV: usize, const TP: usize, const STEP: usize>(
     use std::arch::x86_64::*;
     let g = c.g;
     let (ow_n, crs) = (g.w.output, c.tap_off.len());
-    let step = STEP;
-    assert!(ow0 + TP <= ow_n && c.px_step == step, "whole tiles at the layout's pixel step");
+    assert!(ow0 + TP <= ow_n && c.px_step == STEP, "whole tiles at the layout's pixel step");
     // Every read below lies in xs (pixel 0's base .. the last pixel's last tap) and in the
     // panels, checked once here.
-    let lo = oh * c.row_step + ow0 * step;
-    let xs = &xp[lo..lo + (TP - 1) * step + c.reach + 1];
+    let lo = oh * c.row_step + ow0 * STEP;
+    let xs = &xp[lo..lo + (TP - 1) * STEP + c.reach + 1];
     let panels: [&[f32]; NV] = std::array::from_fn(|v| &c.wt[(k0 + v * L512) * crs..(k0 + (v + 1) * L512) * crs]);
     let x0 = xs.as_ptr();
     let mut acc = [[_mm512_setzero_ps(); NV]; TP];
     let mut tap = |t: usize, off: usize| {
         // SAFETY: t < crs, so each panel holds floats t·16 .. t·16 + 16; off ≤ reach, so
-        // x0 + off + p·step ≤ x0 + (TP − 1)·step + reach lies in xs; AVX-512F is enabled.
+        // x0 + off + p·STEP ≤ x0 + (TP − 1)·STEP + reach lies in xs; AVX-512F is enabled.
         unsafe {
             let wv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(panels[v].as_ptr().add(t * L512)));
             let xt = x0.add(off);
             for p in 0..TP {
-                let xv = _mm512_set1_ps(*xt.add(p * step));
+                let xv = _mm512_set1_ps(*xt.add(p * STEP));
                 for v in 0..NV {
                     acc[p][v] = _mm512_fmadd_ps(xv, wv[v], acc[p][v]);
                 }
