@@ -459,6 +459,44 @@ fn wide_channel_tiles_match_the_reference() {
     }
 }
 
+/// Padded layers whose inside the AVX-512 tiles read in place, the frame from copies:
+/// frame rows above and below, frame columns on one side or both, several columns a side
+/// (padding wider than the stride), padding as wide as the kernel (outputs reading only
+/// zeros), unequal strides and dilations, an AlexNet-like stem, and rows too few to tile
+/// down a column when split among threads. On every level (the others take the padded
+/// copy) against the reference, and bitwise the same on 1, 2 and 3 threads.
+#[test]
+fn padded_layers_read_in_place_match_the_reference() {
+    let p = Conv2dParams::default();
+    let ex = |top, bottom, left, right| Padding::Explicit { top, bottom, left, right };
+    let cases = [
+        ([1, 16, 28, 28], [48, 16, 3, 3], p.stride(2, 2).padding(Padding::uniform(1))),
+        ([1, 4, 12, 20], [32, 4, 3, 3], p.padding(Padding::uniform(1))),
+        ([4, 16, 20, 20], [32, 16, 3, 3], p.padding(Padding::uniform(1))),
+        ([1, 3, 20, 30], [16, 3, 5, 5], p.padding(ex(4, 0, 3, 5))),
+        ([2, 3, 27, 63], [16, 3, 11, 11], p.stride(4, 4).padding(Padding::uniform(2))),
+        ([1, 4, 16, 24], [48, 4, 3, 3], p.stride(1, 2).dilation(2, 1).padding(ex(2, 1, 0, 3))),
+        ([1, 4, 30, 18], [16, 4, 3, 3], p.stride(4, 1).dilation(1, 2).padding(ex(0, 2, 2, 2))),
+        ([1, 16, 9, 30], [48, 16, 3, 3], p.padding(Padding::uniform(1))),
+        ([1, 6, 13, 13], [32, 6, 3, 3], p.stride(2, 2).padding(Padding::Same)),
+    ];
+    for (seed, (input_shape, weight_shape, params)) in cases.into_iter().enumerate() {
+        let case = ConvCase::fixed(input_shape, weight_shape, params, 300 + seed as u64);
+        let (x, w, b) = (case.input(), case.weight(), case.bias());
+        for level in SimdLevel::supported() {
+            check_case(&case, Algorithm::Direct, level).unwrap();
+            let opts = ConvOptions::default().algorithm(Algorithm::Direct).simd(level);
+            let plan = Conv2dPlan::new(&input_shape, &weight_shape, &params, &opts).unwrap();
+            let one = with_threads(1, || plan.forward(&x, &w, Some(&b)).unwrap());
+            for threads in [2, 3] {
+                let got = with_threads(threads, || plan.forward(&x, &w, Some(&b)).unwrap());
+                let same = got.data().iter().zip(one.data()).all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(same, "{}: {threads} threads differ from 1 on {input_shape:?}", level.name());
+            }
+        }
+    }
+}
+
 /// The channel-vectorised backward-weight transposes dY in registers for up to 16 output
 /// channels, the lanes past K repeating the last channel: K = 6 and 7 (LeNet's C1, one lane
 /// vector), 12 (two), 16 (whole), padded and unpadded (read in place), on every level.

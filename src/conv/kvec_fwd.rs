@@ -25,6 +25,9 @@ use crate::geometry::Conv2dGeometry;
 use crate::parallel::{for_each_part, SharedMut};
 use crate::simd::{active, SimdLevel};
 
+#[cfg(target_arch = "x86_64")]
+mod border;
+
 /// Channels per vector.
 const L: usize = 8;
 /// Pixels per register tile (with two channel vectors: 12 accumulators).
@@ -49,6 +52,10 @@ struct Ctx<'a> {
     row_step: usize,
     /// Floats from one pixel to the next along a row: 1, or [`IL`] when interleaved.
     px_step: usize,
+    /// Subtracted from `oh·row_step + ow·px_step` to give the pixel's base: 0, except for
+    /// the image read in place around its padding ([`border`]), where the base of pixel
+    /// `(oh, ow)` is input row `oh·sh − pad_top`, column `ow·sw − pad_left`.
+    shift: usize,
     /// Whether the taps come in blocks of [`IL`] channels at constant offsets `0 .. IL`
     /// (the interleaved copy).
     blocked: bool,
@@ -131,6 +138,10 @@ pub(super) fn forward_packed(
         return;
     }
     let layout = Layout::new(g, plan.level);
+    #[cfg(target_arch = "x86_64")]
+    if let Layout::Bordered(b) = &layout {
+        return border::forward(plan, b, x, wt, bias, relu, y);
+    }
     let plane_in = g.h.input * g.w.input;
     let image = |n: usize| &x[n * g.c * plane_in..(n + 1) * g.c * plane_in];
     with_index_scratch(crs, |tap_off| {
@@ -144,6 +155,8 @@ pub(super) fn forward_packed(
                 il.tap_offsets(g, tap_off);
                 (il.row_step(g), IL)
             }
+            #[cfg(target_arch = "x86_64")]
+            Layout::Bordered(_) => unreachable!("bordered layouts run `border::forward`"),
         };
         let blocked = matches!(layout, Layout::Interleaved(_));
         // The blocked tile's reads rest on this (checked once per call: C·R·S offsets).
@@ -152,7 +165,7 @@ pub(super) fn forward_packed(
             "interleaved taps come in blocks at offsets 0 .. IL"
         );
         let reach = tap_off.iter().copied().max().unwrap_or(0);
-        let ctx = Ctx { g, row_step, px_step, blocked, wt, tap_off, reach, bias, relu, y: SharedMut::new(y) };
+        let ctx = Ctx { g, row_step, px_step, shift: 0, blocked, wt, tap_off, reach, bias, relu, y: SharedMut::new(y) };
         let threads = plan.parallelism.threads_for(g.flops());
         let rows = |xp: &[f32], n: usize, band: std::ops::Range<usize>| {
             for oh in band {
@@ -171,6 +184,8 @@ pub(super) fn forward_packed(
                 il.fill(g, image(n), xp, parts, plan.level);
                 f(xp);
             }),
+            #[cfg(target_arch = "x86_64")]
+            Layout::Bordered(_) => unreachable!("bordered layouts run `border::forward`"),
         };
         if threads > 1 && g.n >= 2 * threads {
             // Whole images side by side.
@@ -195,6 +210,10 @@ enum Layout {
     Planar(Padded),
     /// [`Interleaved`]: channels in blocks of [`IL`].
     Interleaved(Interleaved),
+    /// AVX-512, padded: the inside of the image read in place, its border from small
+    /// copies ([`border`]).
+    #[cfg(target_arch = "x86_64")]
+    Bordered(border::Bordered),
 }
 
 impl Layout {
@@ -206,7 +225,10 @@ impl Layout {
             // (a stride-2 ResNet layer's interleaved copy was 7% of its forward, the
             // in-place read costs nothing).
             let (p, whole) = Padded::unsplit(g);
-            return if whole { Layout::InPlace(p) } else { Layout::Planar(p) };
+            if whole {
+                return Layout::InPlace(p);
+            }
+            return border::Bordered::new(g).map_or(Layout::Planar(p), Layout::Bordered);
         }
         let _ = level;
         // A layer without padding, at stride 1, is read in place: no copy (LeNet C3's copy,
@@ -225,7 +247,7 @@ fn row(level: SimdLevel, c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize) {
     #[cfg(target_arch = "x86_64")]
     if level == SimdLevel::Avx512 && c.g.w.output >= P512_MIN {
         // SAFETY: the plan checked that this CPU supports AVX-512F.
-        let done = unsafe { row_avx512(c, xp, n, oh) };
+        let done = unsafe { row_avx512(c, xp, n, oh, 0..c.g.w.output) };
         // A last block of 8 channels goes through the AVX2 tiles.
         return row_from(level, c, xp, n, oh, done);
     }
@@ -234,6 +256,7 @@ fn row(level: SimdLevel, c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize) {
 
 /// The outputs of row `oh` of image `n` in channels `k_start ..` (a multiple of 16).
 fn row_from(level: SimdLevel, c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize, k_start: usize) {
+    debug_assert_eq!(c.shift, 0, "only the AVX-512 tiles read around the padding");
     let (ow_n, k) = (c.g.w.output, c.g.k);
     if k_start >= k {
         return;
@@ -443,20 +466,22 @@ const P512: usize = 12;
 #[cfg(target_arch = "x86_64")]
 const P512_MIN: usize = 6;
 
-/// Row `oh` of image `n` with AVX-512 tiles in its whole 16-channel blocks: the row is cut
-/// into the fewest tiles of at most [`P512`] pixels, as even as they come (LeNet C3's rows
-/// of 10: one tile; a stride-2 ResNet layer's 27: three of 9), each tile taking 32 channels
-/// a pass, then a last 16. Returns where the channels it did not cover begin.
+/// Pixels `ows` of row `oh` of image `n` with AVX-512 tiles in its whole 16-channel blocks:
+/// the pixels are cut into the fewest tiles of at most [`P512`], as even as they come
+/// (LeNet C3's rows of 10: one tile; a stride-2 ResNet layer's 27: three of 9), each tile
+/// taking 32 channels a pass, then a last 16. Returns where the channels it did not cover
+/// begin.
 ///
 /// # Safety
-/// The CPU must support AVX-512F; the row must be at least [`P512_MIN`] pixels long.
+/// The CPU must support AVX-512F; `ows` must lie in the row and hold at least
+/// [`P512_MIN`] pixels.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn row_avx512(c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize) -> usize {
-    let (ow_n, k16) = (c.g.w.output, c.g.k / L512 * L512);
+unsafe fn row_avx512(c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize, ows: std::ops::Range<usize>) -> usize {
+    let (ow_n, k16) = (ows.len(), c.g.k / L512 * L512);
     let tiles = ow_n.div_ceil(P512);
     let (short, extra) = (ow_n / tiles, ow_n % tiles);
-    let mut ow0 = 0;
+    let mut ow0 = ows.start;
     for i in 0..tiles {
         let tp = short + usize::from(i < extra);
         let mut k0 = 0;
@@ -545,7 +570,7 @@ unsafe fn tile_avx512<const NV: usize, const TP: usize, const STEP: usize>(
     assert!(ow0 + TP <= ow_n && c.px_step == STEP, "whole tiles at the layout's pixel step");
     // Every read below lies in xs (pixel 0's base .. the last pixel's last tap) and in the
     // panels, checked once here.
-    let lo = oh * c.row_step + ow0 * STEP;
+    let lo = oh * c.row_step + ow0 * STEP - c.shift;
     let xs = &xp[lo..lo + (TP - 1) * STEP + c.reach + 1];
     let panels: [&[f32]; NV] = std::array::from_fn(|v| &c.wt[(k0 + v * L512) * crs..(k0 + (v + 1) * L512) * crs]);
     let x0 = xs.as_ptr();

@@ -177,7 +177,7 @@ impl Padded {
 /// vector loads and stores, otherwise the gaps zeroed around a copy (zeroing whole rows
 /// first was 8% of MobileNet's depthwise layer, which is mostly this copy).
 #[inline(always)]
-fn pad_row(row: &mut [f32], left: usize, src: &[f32], level: SimdLevel) {
+pub(super) fn pad_row(row: &mut [f32], left: usize, src: &[f32], level: SimdLevel) {
     #[cfg(target_arch = "x86_64")]
     if level == SimdLevel::Avx512 {
         // SAFETY: the caller's plan checked that this CPU supports the level.
