@@ -22,7 +22,7 @@ use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
 use super::Conv2dPlan;
 use crate::gemm::transpose_rows;
 use crate::geometry::Conv2dGeometry;
-use crate::parallel::{for_each_part, SharedMut};
+use crate::parallel::{for_each_block, for_each_part, SharedMut};
 use crate::simd::{active, SimdLevel};
 
 #[cfg(target_arch = "x86_64")]
@@ -75,7 +75,7 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
         return;
     }
     with_scratch2(crs * k, |wt| {
-        pack(g, plan.level, w, wt);
+        pack(g, plan.level, w, wt, plan.parallelism.threads_for(g.flops()));
         forward_packed(plan, x, wt, bias, relu, y);
     });
 }
@@ -83,34 +83,46 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
 /// The weights transposed into channel panels for the kernel: the channels in blocks of 16
 /// (the last one 8 wide when `K` is 8 more than a multiple of 16), block `k0` at `k0·CRS`
 /// holding `[t][lane]`: `wt[k0·CRS + t·width + lane] = w[k0 + lane, t]` (`C·R·S × K`
-/// floats). A tile's taps then read one contiguous panel, 64 bytes a tap.
-pub(super) fn pack(g: &Conv2dGeometry, level: SimdLevel, w: &[f32], wt: &mut [f32]) {
+/// floats). A tile's taps then read one contiguous panel, 64 bytes a tap. The 16-wide
+/// panels are packed by `parts` threads side by side (serial, the pack was 2.4% of a
+/// stride-2 ResNet layer's forward on two threads).
+pub(super) fn pack(g: &Conv2dGeometry, level: SimdLevel, w: &[f32], wt: &mut [f32], parts: usize) {
     let (crs, k) = (g.reduction_len(), g.k);
     let interleaved = matches!(Layout::new(g, level), Layout::Interleaved(_));
-    let mut k0 = 0;
-    while k0 < k {
-        let width = block_width(k, k0);
-        let panel = &mut wt[k0 * crs..(k0 + width) * crs];
-        // A transpose of the panel's filter rows: with AVX2, 8×8 register transposes (tap
-        // by tap, each float came from a different row: 4.8% of a stride-2 layer's Direct
-        // forward, 1.0% now).
-        let rows = |i: usize| &w[(k0 + i) * crs..(k0 + i + 1) * crs];
-        let done = match width {
-            16 => transpose_rows::<16>(panel, &std::array::from_fn(rows), crs, active()),
-            _ => transpose_rows::<8>(panel, &std::array::from_fn(rows), crs, active()),
-        };
-        if !done {
-            for (t, step) in panel.chunks_exact_mut(width).enumerate() {
-                for (lane, v) in step.iter_mut().enumerate() {
-                    *v = w[(k0 + lane) * crs + t];
-                }
+    let k16 = k / (2 * L) * (2 * L);
+    let (whole, last) = wt[..k * crs].split_at_mut(k16 * crs);
+    for_each_block(whole, 2 * L * crs, parts, |blocks, mine| {
+        for (i, panel) in mine.chunks_exact_mut(2 * L * crs).enumerate() {
+            pack_panel(g, w, (blocks.start + i) * 2 * L, panel, interleaved);
+        }
+    });
+    if k16 < k {
+        pack_panel(g, w, k16, last, interleaved);
+    }
+}
+
+/// The panel of channels `k0 .. k0 + panel.len() / CRS` (see [`pack`]).
+fn pack_panel(g: &Conv2dGeometry, w: &[f32], k0: usize, panel: &mut [f32], interleaved: bool) {
+    let crs = g.reduction_len();
+    let width = panel.len() / crs.max(1);
+    // A transpose of the panel's filter rows: with AVX2, 8×8 register transposes (tap by
+    // tap, each float came from a different row: 4.8% of a stride-2 layer's Direct forward,
+    // 1.0% now).
+    let rows = |i: usize| &w[(k0 + i) * crs..(k0 + i + 1) * crs];
+    let done = match width {
+        16 => transpose_rows::<16>(panel, &std::array::from_fn(rows), crs, active()),
+        _ => transpose_rows::<8>(panel, &std::array::from_fn(rows), crs, active()),
+    };
+    if !done {
+        for (t, step) in panel.chunks_exact_mut(width).enumerate() {
+            for (lane, v) in step.iter_mut().enumerate() {
+                *v = w[(k0 + lane) * crs + t];
             }
         }
-        if interleaved {
-            // The taps in the order the interleaved copy is read in.
-            reorder_panel(g, panel, width);
-        }
-        k0 += width;
+    }
+    if interleaved {
+        // The taps in the order the interleaved copy is read in.
+        reorder_panel(g, panel, width);
     }
 }
 

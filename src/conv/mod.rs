@@ -363,7 +363,7 @@ impl Conv2dPlan {
             WeightForm::AsGiven => w.to_vec(),
             WeightForm::KPanels => {
                 let mut wt = vec![0.0; w.len()];
-                kvec_fwd::pack(&self.geo, self.level, w, &mut wt);
+                kvec_fwd::pack(&self.geo, self.level, w, &mut wt, 1);
                 wt
             }
             WeightForm::Winograd => winograd::transform_filters(&self.geo, w),

@@ -164,26 +164,20 @@ pub(super) fn forward(
             row: ctx(0, 0, row_taps),
             strip_taps: [left_taps, right_taps],
         };
-        let strip_lens = [b.strip_len(g, 0), b.strip_len(g, 1)];
-        let per_part = b.row_copy(g) + b.column_out(g);
+        let per_part = b.row_copy(g) + b.column_out(g) + b.strip_len(g, 0) + b.strip_len(g, 1);
         let image = |n: usize| &x[n * g.c * plane_in..(n + 1) * g.c * plane_in];
         let threads = plan.parallelism.threads_for(g.flops());
         let bands = |n: usize, parts: usize| {
-            with_scratch(strip_lens[0] + strip_lens[1] + parts * per_part, |buf| {
-                let (left, rest) = buf.split_at_mut(strip_lens[0]);
-                let (right, own) = rest.split_at_mut(strip_lens[1]);
-                fill_strip(g, &b.strips[0], image(n), left);
-                fill_strip(g, &b.strips[1], image(n), right);
-                let strips = [&*left, &*right];
-                let own = SharedMut::new(own);
+            with_scratch(parts * per_part, |buf| {
+                let own = SharedMut::new(buf);
                 let oh_n = h.output;
                 for_each_part(parts, |part| {
                     // SAFETY: part < parts, so floats part·per_part .. + per_part lie in
-                    // `own`, and they are this part's alone.
+                    // `buf`, and they are this part's alone.
                     let mine = unsafe { std::slice::from_raw_parts_mut(own.get().add(part * per_part), per_part) };
                     let band = oh_n * part / parts..oh_n * (part + 1) / parts;
                     // SAFETY: the plan checked that this CPU supports AVX-512F.
-                    unsafe { rows(level, b, &reads, image(n), strips, mine, n, band) };
+                    unsafe { rows(level, b, &reads, image(n), mine, n, band) };
                 });
             })
         };
@@ -211,7 +205,7 @@ struct Reads<'a> {
 
 /// Output rows `band` of image `n`: frame rows from a copy, the others in place, then
 /// their frame columns from the strips. `mine` is this band's scratch: a frame row's copy,
-/// then the frame columns' outputs.
+/// the frame columns' outputs, and the two strips (each band fills the rows it reads).
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
@@ -222,14 +216,15 @@ unsafe fn rows(
     b: &Bordered,
     reads: &Reads<'_>,
     x: &[f32],
-    strips: [&[f32]; 2],
     mine: &mut [f32],
     n: usize,
     band: Range<usize>,
 ) {
     let c = &reads.inside;
     let g = c.g;
-    let (copy, column_out) = mine.split_at_mut(b.row_copy(g));
+    let (copy, rest) = mine.split_at_mut(b.row_copy(g));
+    let (column_out, rest) = rest.split_at_mut(b.column_out(g));
+    let (left, right) = rest.split_at_mut(b.strip_len(g, 0));
     // The rows read in place. Their frame columns go down the column in tiles of at least
     // P512_MIN pixels; a band with fewer such rows reads them from row copies instead.
     let inside = band.start.max(b.rows.start)..band.end.min(b.rows.end);
@@ -250,10 +245,14 @@ unsafe fn rows(
     }
     let (h, w) = (&g.h, &g.w);
     let pixels = h.output * w.output;
-    for ((strip, xs), taps) in b.strips.iter().zip(strips).zip(reads.strip_taps) {
+    // The input rows these outputs' taps read.
+    let first = inside.start * h.stride - h.pad_before;
+    let ihs = first..(inside.end - 1) * h.stride - h.pad_before + (h.kernel - 1) * h.dilation + 1;
+    for ((strip, xs), taps) in b.strips.iter().zip([left, right]).zip(reads.strip_taps) {
         if strip.ows.is_empty() {
             continue;
         }
+        fill_strip(g, strip, x, xs, ihs.clone());
         // The strip's columns as output rows of `inside.len()` pixels each: pixel p of
         // strip column j reads at j·sw·H + (inside.start + p)·sh − pad_top (the slice
         // starts at pixel 0), stepping sh floats a pixel.
@@ -271,7 +270,7 @@ unsafe fn rows(
             y: SharedMut::new(out),
             ..*c
         };
-        let xs = &xs[inside.start * h.stride - h.pad_before..];
+        let xs = &xs[first..];
         for j in 0..strip.ows.len() {
             // SAFETY: AVX-512F is enabled here; the column holds at least P512_MIN pixels,
             // and each of their taps lies inside the strip.
@@ -309,19 +308,21 @@ fn fill_row(g: &Conv2dGeometry, oh: usize, wp: usize, x: &[f32], copy: &mut [f32
     }
 }
 
-/// A strip: input columns `col0 .. col0 + width` of every row, zeros outside the image,
-/// stored column by column: `buf[(c·width + j)·H + h] = x[c, h, col0 + j]`.
-fn fill_strip(g: &Conv2dGeometry, s: &Strip, x: &[f32], buf: &mut [f32]) {
+/// Input rows `ihs` of a strip (input columns `col0 .. col0 + width` of every row, zeros
+/// outside the image), stored column by column: `buf[(c·width + j)·H + h] = x[c, h,
+/// col0 + j]`.
+fn fill_strip(g: &Conv2dGeometry, s: &Strip, x: &[f32], buf: &mut [f32], ihs: Range<usize>) {
     let (hi, wi) = (g.h.input, g.w.input);
     if s.width == 0 || hi == 0 {
         return;
     }
     for (cj, dst) in buf.chunks_exact_mut(hi).take(g.c * s.width).enumerate() {
         let (c, j) = (cj / s.width, cj % s.width);
+        let dst = &mut dst[ihs.clone()];
         match usize::try_from(s.col0 + j as isize).ok().filter(|&col| col < wi) {
             Some(col) => {
-                let plane = &x[c * hi * wi..(c + 1) * hi * wi];
-                for (d, row) in dst.iter_mut().zip(plane.chunks_exact(wi)) {
+                let rows = x[(c * hi + ihs.start) * wi..(c * hi + ihs.end) * wi].chunks_exact(wi);
+                for (d, row) in dst.iter_mut().zip(rows) {
                     *d = row[col];
                 }
             }
