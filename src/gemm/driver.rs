@@ -135,8 +135,25 @@ fn ranges(len: usize, tile: usize, parts: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// Tiles along m ahead of the current one whose A a kernel reading A in place prefetches.
+/// Tiles along m ahead of the current one whose A a kernel reading A in place prefetches,
+/// for blocks shallower than [`DIRECT_A_DEEP`].
 const DIRECT_A_AHEAD_TILES: usize = 4;
+
+/// Blocks at least this deep in k read in place prefetch A along k instead, like packed
+/// slivers (each step of such a sliver is a different row of A, a row stride apart:
+/// 64 × 3136 × 576, 218 → 233–238 GFLOP/s; 64 × 3136 × 256, 224 → 245–247; 64 × 3136 × 64,
+/// 230 → 237–240; even at k = 32; LeNet C1's 6 × 50176 × 25 lost 7% that way).
+const DIRECT_A_DEEP: usize = 64;
+
+/// [`TileArgs::a_ahead`] for a `kc`-deep block of A read in place (rows `cs` floats apart)
+/// in tiles of `mr` rows.
+fn direct_a_ahead(kc: usize, cs: usize, mr: usize) -> usize {
+    if kc >= DIRECT_A_DEEP {
+        ahead_in_k(cs)
+    } else {
+        DIRECT_A_AHEAD_TILES * mr
+    }
+}
 
 #[repr(align(64))]
 struct ScratchTile([f32; MAX_MR * MAX_NR]);
@@ -192,10 +209,13 @@ fn run_part(eng: Engine, pr: &Problem<'_>, rows: Range<usize>, cols: Range<usize
                 // step between k steps, and how far ahead the kernel prefetches.
                 let a_of = |ir: usize, nrows: usize| match direct {
                     // A read in place: each step is one of k rows (for a short k and a long
-                    // m, a different DRAM page each); the next calls read the next tiles
-                    // along m, fetched now (LeNet C1 as a GEMM, 6 × 50176 × 25: 27 → 32
-                    // GFLOP/s median, best 31 → 39, 4 interleaved runs).
-                    Some(a) if nrows == mr => (a.data[ic + ir + pc * a.cs..].as_ptr(), a.cs, DIRECT_A_AHEAD_TILES * mr),
+                    // m, a different DRAM page each). A short block fetches the next tiles
+                    // along m now, which the next calls read (LeNet C1 as a GEMM, 6 × 50176
+                    // × 25: 27 → 32 GFLOP/s median, best 31 → 39, 4 interleaved runs); a
+                    // deep one fetches its own next steps (`direct_a_ahead`).
+                    Some(a) if nrows == mr => {
+                        (a.data[ic + ir + pc * a.cs..].as_ptr(), a.cs, direct_a_ahead(kc, a.cs, mr))
+                    }
                     Some(_) => (apack.as_ptr(), mr, args.a_ahead),
                     None => (apack[ir * kc..].as_ptr(), mr, args.a_ahead),
                 };
