@@ -13,8 +13,9 @@
 //! instead ([`super::interleaved`]), the taps ordered `(block, r, s, channel)` and the
 //! weight panels to match; the AVX2 tile then takes a block's 8 taps from one base at
 //! constant offsets. With AVX-512 the tile (`tile_avx512`) steps through a row at the
-//! stride itself: no phase split, unpadded layers read in place, padded ones from a plain
-//! row copy (see [`Layout::new`]).
+//! stride itself: no phase split, unpadded layers read in place, and padded ones too,
+//! except for the frame of outputs whose taps reach into the padding, which reads small
+//! copies (see [`Layout::new`] and [`border`]).
 
 use super::interleaved::{reorder_panel, Interleaved, IL};
 use super::padded::Padded;
@@ -233,7 +234,8 @@ impl Layout {
         #[cfg(target_arch = "x86_64")]
         if level == SimdLevel::Avx512 && STEPS_512.contains(&g.w.stride) {
             // The AVX-512 tile steps through a row at any of these strides, so a layer
-            // without padding is read in place and a padded one from a plain row copy
+            // without padding is read in place, and a padded one too around its frame
+            // (`border`; when that does not apply, from a plain row copy)
             // (a stride-2 ResNet layer's interleaved copy was 7% of its forward, the
             // in-place read costs nothing).
             let (p, whole) = Padded::unsplit(g);
