@@ -17,7 +17,13 @@ fn take(data: &mut &[u8], modulo: u8) -> usize {
 fuzz_target!(|bytes: &[u8]| {
     let mut d = bytes;
     let groups = 1 + take(&mut d, 3);
-    let (cg, kg) = (1 + take(&mut d, 4), 1 + take(&mut d, 4));
+    // Now and then 16, 32 or 48 output channels a group: the channel-vectorised kernels
+    // (and their AVX-512 tiles) take only whole vectors of output channels.
+    let cg = 1 + take(&mut d, 4);
+    let kg = match take(&mut d, 8) {
+        0 => 16 * (1 + take(&mut d, 3)),
+        v => 1 + v % 4,
+    };
     let input = [take(&mut d, 3), groups * cg, 1 + take(&mut d, 12), 1 + take(&mut d, 12)];
     let weight = [groups * kg, cg, 1 + take(&mut d, 5), 1 + take(&mut d, 5)];
     let padding = match take(&mut d, 3) {
