@@ -44,7 +44,7 @@ struct Strip {
     ows: Range<usize>,
     /// The first input column (negative: padding).
     col0: isize,
-    /// Floats per row.
+    /// Input columns it holds (each `H` floats).
     width: usize,
 }
 
