@@ -24,7 +24,7 @@ use super::Conv2dPlan;
 use crate::gemm::transpose_rows;
 use crate::geometry::Conv2dGeometry;
 use crate::parallel::{for_each_block, for_each_part, SharedMut};
-use crate::simd::{active, SimdLevel};
+use crate::simd::SimdLevel;
 
 #[cfg(target_arch = "x86_64")]
 mod border;
@@ -94,16 +94,16 @@ pub(super) fn pack(g: &Conv2dGeometry, level: SimdLevel, w: &[f32], wt: &mut [f3
     let (whole, last) = wt[..k * crs].split_at_mut(k16 * crs);
     for_each_block(whole, 2 * L * crs, parts, |blocks, mine| {
         for (i, panel) in mine.chunks_exact_mut(2 * L * crs).enumerate() {
-            pack_panel(g, w, (blocks.start + i) * 2 * L, panel, interleaved);
+            pack_panel(g, level, w, (blocks.start + i) * 2 * L, panel, interleaved);
         }
     });
     if k16 < k {
-        pack_panel(g, w, k16, last, interleaved);
+        pack_panel(g, level, w, k16, last, interleaved);
     }
 }
 
 /// The panel of channels `k0 .. k0 + panel.len() / CRS` (see [`pack`]).
-fn pack_panel(g: &Conv2dGeometry, w: &[f32], k0: usize, panel: &mut [f32], interleaved: bool) {
+fn pack_panel(g: &Conv2dGeometry, level: SimdLevel, w: &[f32], k0: usize, panel: &mut [f32], interleaved: bool) {
     let crs = g.reduction_len();
     let width = panel.len() / crs.max(1);
     // A transpose of the panel's filter rows: with AVX2, 8×8 register transposes (tap by
@@ -111,8 +111,8 @@ fn pack_panel(g: &Conv2dGeometry, w: &[f32], k0: usize, panel: &mut [f32], inter
     // 1.0% now).
     let rows = |i: usize| &w[(k0 + i) * crs..(k0 + i + 1) * crs];
     let done = match width {
-        16 => transpose_rows::<16>(panel, &std::array::from_fn(rows), crs, active()),
-        _ => transpose_rows::<8>(panel, &std::array::from_fn(rows), crs, active()),
+        16 => transpose_rows::<16>(panel, &std::array::from_fn(rows), crs, level),
+        _ => transpose_rows::<8>(panel, &std::array::from_fn(rows), crs, level),
     };
     if !done {
         for (t, step) in panel.chunks_exact_mut(width).enumerate() {
