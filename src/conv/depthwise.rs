@@ -170,45 +170,13 @@ mod x86 {
     use super::{Plane, MAX_RB, W};
     use std::arch::x86_64::*;
 
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn load(p: *const f32) -> __m256 {
-        // SAFETY: the caller guarantees 8 readable floats.
-        unsafe { _mm256_loadu_ps(p) }
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn store(p: *mut f32, v: __m256) {
-        // SAFETY: the caller guarantees 8 writable floats.
-        unsafe { _mm256_storeu_ps(p, v) }
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn splat(x: f32) -> __m256 {
-        _mm256_set1_ps(x)
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn zero() -> __m256 {
-        _mm256_setzero_ps()
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
-        _mm256_fmadd_ps(a, b, c)
-    }
-    /// `maxps` returns its second operand when either is NaN: NaN propagates.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn max(zero: __m256, t: __m256) -> __m256 {
-        _mm256_max_ps(zero, t)
-    }
-
+    // `maxps(0, t)` returns its second operand when either is NaN: NaN propagates.
     dw_rows! {
         /// AVX2+FMA: 3 rows × 2 vectors.
         #[target_feature(enable = "avx2,fma")]
         fn rows_avx2_impl: __m256, lanes 8, rows 3;
-        zero zero, load load, store store, splat splat, fma fma, max max
+        zero _mm256_setzero_ps, load _mm256_loadu_ps, store _mm256_storeu_ps, splat _mm256_set1_ps,
+        fma _mm256_fmadd_ps, max _mm256_max_ps
     }
 
     /// # Safety
@@ -218,52 +186,14 @@ mod x86 {
         unsafe { rows_avx2_impl(p, oh0, oh1) }
     }
 
-    /// The AVX-512 operations.
-    mod z {
-        use std::arch::x86_64::*;
-
-        #[inline]
-        #[target_feature(enable = "avx512f")]
-        pub(super) unsafe fn load(p: *const f32) -> __m512 {
-            // SAFETY: the caller guarantees 16 readable floats.
-            unsafe { _mm512_loadu_ps(p) }
-        }
-        #[inline]
-        #[target_feature(enable = "avx512f")]
-        pub(super) unsafe fn store(p: *mut f32, v: __m512) {
-            // SAFETY: the caller guarantees 16 writable floats.
-            unsafe { _mm512_storeu_ps(p, v) }
-        }
-        #[inline]
-        #[target_feature(enable = "avx512f")]
-        pub(super) fn splat(x: f32) -> __m512 {
-            _mm512_set1_ps(x)
-        }
-        #[inline]
-        #[target_feature(enable = "avx512f")]
-        pub(super) fn zero() -> __m512 {
-            _mm512_setzero_ps()
-        }
-        #[inline]
-        #[target_feature(enable = "avx512f")]
-        pub(super) fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
-            _mm512_fmadd_ps(a, b, c)
-        }
-        /// `maxps` returns its second operand when either is NaN: NaN propagates.
-        #[inline]
-        #[target_feature(enable = "avx512f")]
-        pub(super) fn max(zero: __m512, t: __m512) -> __m512 {
-            _mm512_max_ps(zero, t)
-        }
-    }
-
     dw_rows! {
         /// AVX-512F: 6 rows × one zmm (one vector per row would leave three accumulators
         /// waiting on the FMA latency; six rows also load each input segment for up to
         /// three of them).
         #[target_feature(enable = "avx512f")]
         fn rows_avx512_impl: __m512, lanes 16, rows 6;
-        zero z::zero, load z::load, store z::store, splat z::splat, fma z::fma, max z::max
+        zero _mm512_setzero_ps, load _mm512_loadu_ps, store _mm512_storeu_ps, splat _mm512_set1_ps,
+        fma _mm512_fmadd_ps, max _mm512_max_ps
     }
 
     /// # Safety
