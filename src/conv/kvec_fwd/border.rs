@@ -18,7 +18,7 @@
 use std::ops::Range;
 
 use super::{row_avx512, Ctx, L512, P512_MIN, STEPS_512};
-use crate::conv::padded::pad_row;
+use crate::conv::padded::{pad_row, tap_grid};
 use crate::conv::scratch::{with_index_scratch, with_scratch};
 use crate::conv::Conv2dPlan;
 use crate::geometry::{Axis, Conv2dGeometry};
@@ -103,28 +103,7 @@ impl Bordered {
 /// `out[t]` = the offset of tap `t = (c, r, s)` in a copy with channel planes `plane` floats
 /// apart, kernel rows `row` apart and kernel columns `col` apart.
 fn taps(g: &Conv2dGeometry, out: &mut [usize], plane: usize, row: usize, col: usize) {
-    let rs = g.h.kernel * g.w.kernel;
-    if rs == 0 {
-        return;
-    }
-    // Channel 0's taps, then each further channel's a plane on (no multiply per tap: 4·CRS
-    // offsets a call, computed with one each, were 1.7% of a stride-2 layer's forward).
-    let (first, rest) = out.split_at_mut(rs.min(out.len()));
-    let mut t = first.iter_mut();
-    for r in 0..g.h.kernel {
-        for s in 0..g.w.kernel {
-            if let Some(o) = t.next() {
-                *o = r * row + s * col;
-            }
-        }
-    }
-    let mut shift = 0;
-    for chunk in rest.chunks_mut(rs) {
-        shift += plane;
-        for (o, &f) in chunk.iter_mut().zip(first.iter()) {
-            *o = f + shift;
-        }
-    }
+    tap_grid(g, out, plane, |r, s| r * row + s * col);
 }
 
 /// The forward of a [`Bordered`] layer, with the weights packed by [`super::pack`].
