@@ -11,6 +11,7 @@
 //! every image and pixel in a fixed order, so the result does not depend on the thread
 //! count.
 
+use super::kvec_fwd::block_width;
 use super::padded::Padded;
 use super::scratch::{with_index_scratch, with_scratch, with_scratch2};
 use super::Conv2dPlan;
@@ -164,11 +165,6 @@ fn weight_from(plan: &Conv2dPlan, xp: &[f32], pad: &Padded, dy: &[f32], dw: &mut
             }
         });
     });
-}
-
-/// Channels of the gradient block starting at `k0`: 16, or 8 for a last odd vector.
-fn block_width(kp: usize, k0: usize) -> usize {
-    (kp - k0).min(2 * L)
 }
 
 struct Args<'a> {

@@ -127,13 +127,11 @@ fn pack_panel(g: &Conv2dGeometry, level: SimdLevel, w: &[f32], k0: usize, panel:
     }
 }
 
-/// Channels of the panel starting at `k0`: 16, or 8 for a last odd vector.
-fn block_width(k: usize, k0: usize) -> usize {
-    if k0 + 2 * L <= k {
-        2 * L
-    } else {
-        L
-    }
+/// Channels of the block of 16 starting at `k0` among `k` (a multiple of 8): 16, or 8 for
+/// a last odd vector. (The weight panels here; the gradient blocks of [`super::kvec_bw`].)
+pub(super) fn block_width(k: usize, k0: usize) -> usize {
+    debug_assert!(k.is_multiple_of(L) && k0 < k);
+    (k - k0).min(2 * L)
 }
 
 /// The forward pass with the weights already transposed by [`pack`].
@@ -234,10 +232,9 @@ impl Layout {
         #[cfg(target_arch = "x86_64")]
         if level == SimdLevel::Avx512 && STEPS_512.contains(&g.w.stride) {
             // The AVX-512 tile steps through a row at any of these strides, so a layer
-            // without padding is read in place, and a padded one too around its frame
-            // (`border`; when that does not apply, from a plain row copy)
-            // (a stride-2 ResNet layer's interleaved copy was 7% of its forward, the
-            // in-place read costs nothing).
+            // without padding is read in place (a stride-2 ResNet layer's interleaved copy
+            // was 7% of its forward), and a padded one too except for its frame (`border`);
+            // where that does not apply, from a plain row copy.
             let (p, whole) = Padded::unsplit(g);
             if whole {
                 return Layout::InPlace(p);
