@@ -463,9 +463,10 @@ fn wide_channel_tiles_match_the_reference() {
 /// Padded layers whose inside the AVX-512 tiles read in place, the frame from copies:
 /// frame rows above and below, frame columns on one side or both, several columns a side
 /// (padding wider than the stride), padding as wide as the kernel (outputs reading only
-/// zeros), unequal strides and dilations, an AlexNet-like stem, and rows too few to tile
-/// down a column when split among threads. On every level (the others take the padded
-/// copy) against the reference, and bitwise the same on 1, 2 and 3 threads.
+/// zeros), unequal strides and dilations, an AlexNet-like stem, rows too few to tile
+/// down a column when split among threads, and weights packed by several threads. On
+/// every level (the others take the padded copy) against the reference, and bitwise the
+/// same on 1, 2 and 3 threads.
 #[test]
 fn padded_layers_read_in_place_match_the_reference() {
     let p = Conv2dParams::default();
@@ -480,6 +481,8 @@ fn padded_layers_read_in_place_match_the_reference() {
         ([1, 4, 30, 18], [16, 4, 3, 3], p.stride(4, 1).dilation(1, 2).padding(ex(0, 2, 2, 2))),
         ([1, 16, 9, 30], [48, 16, 3, 3], p.padding(Padding::uniform(1))),
         ([1, 6, 13, 13], [32, 6, 3, 3], p.stride(2, 2).padding(Padding::Same)),
+        // Weights large enough (K·C·R·S ≥ 2^15) to be packed by several threads.
+        ([1, 64, 14, 14], [64, 64, 3, 3], p.stride(2, 2).padding(Padding::uniform(1))),
     ];
     for (seed, (input_shape, weight_shape, params)) in cases.into_iter().enumerate() {
         let case = ConvCase::fixed(input_shape, weight_shape, params, 300 + seed as u64);

@@ -33,6 +33,8 @@ mod border;
 const L: usize = 8;
 /// Pixels per register tile (with two channel vectors: 12 accumulators).
 const P: usize = 6;
+/// Weights (`K·C·R·S` floats) from which [`forward`] packs them on several threads.
+const PACK_SPLIT_FLOATS: usize = 1 << 15;
 
 /// One group, 8 to 256 output channels in whole vectors, strides up to 4, and a reduction
 /// long enough to amortise each tile's stores: the scatter of a tile into 16 channel
@@ -76,7 +78,10 @@ pub(super) fn forward(plan: &Conv2dPlan, x: &[f32], w: &[f32], bias: Option<&[f3
         return;
     }
     with_scratch2(crs * k, |wt| {
-        pack(g, plan.level, w, wt, plan.parallelism.threads_for(g.flops()));
+        // Split among threads only when the pack is worth a fork (a 128 × 576 weight took
+        // 6 µs on one thread; a few thousand floats take well under one).
+        let parts = if crs * k >= PACK_SPLIT_FLOATS { plan.parallelism.threads_for(g.flops()) } else { 1 };
+        pack(g, plan.level, w, wt, parts);
         forward_packed(plan, x, wt, bias, relu, y);
     });
 }
