@@ -174,16 +174,9 @@ mod x86 {
     dw_rows! {
         /// AVX2+FMA: 3 rows × 2 vectors.
         #[target_feature(enable = "avx2,fma")]
-        fn rows_avx2_impl: __m256, lanes 8, rows 3;
+        fn rows_avx2: __m256, lanes 8, rows 3;
         zero _mm256_setzero_ps, load _mm256_loadu_ps, store _mm256_storeu_ps, splat _mm256_set1_ps,
         fma _mm256_fmadd_ps, max _mm256_max_ps
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    pub(super) unsafe fn rows_avx2(p: &mut Plane<'_>, oh0: usize, oh1: usize) {
-        // SAFETY: the caller checked the CPU's features.
-        unsafe { rows_avx2_impl(p, oh0, oh1) }
     }
 
     dw_rows! {
@@ -191,16 +184,9 @@ mod x86 {
         /// waiting on the FMA latency; six rows also load each input segment for up to
         /// three of them).
         #[target_feature(enable = "avx512f")]
-        fn rows_avx512_impl: __m512, lanes 16, rows 6;
+        fn rows_avx512: __m512, lanes 16, rows 6;
         zero _mm512_setzero_ps, load _mm512_loadu_ps, store _mm512_storeu_ps, splat _mm512_set1_ps,
         fma _mm512_fmadd_ps, max _mm512_max_ps
-    }
-
-    /// # Safety
-    /// The CPU must support AVX-512F.
-    pub(super) unsafe fn rows_avx512(p: &mut Plane<'_>, oh0: usize, oh1: usize) {
-        // SAFETY: the caller checked the CPU's features.
-        unsafe { rows_avx512_impl(p, oh0, oh1) }
     }
 }
 #[cfg(target_arch = "x86_64")]
