@@ -588,25 +588,45 @@ unsafe fn tile_avx512<const NV: usize, const TP: usize, const STEP: usize>(
     // panels, checked once here.
     let lo = oh * c.row_step + ow0 * STEP - c.shift;
     let xs = &xp[lo..lo + (TP - 1) * STEP + c.reach + 1];
-    let panels: [&[f32]; NV] = std::array::from_fn(|v| &c.wt[(k0 + v * L512) * crs..(k0 + (v + 1) * L512) * crs]);
+    // The NV panels, one after another: panel v's tap t at v·16·crs + t·16.
+    let w0 = c.wt[k0 * crs..(k0 + NV * L512) * crs].as_ptr();
     let x0 = xs.as_ptr();
-    let mut acc = [[_mm512_setzero_ps(); NV]; TP];
+    // The weights of tap t, one vector per panel.
+    let weights = |t: usize| {
+        let mut wv = [_mm512_setzero_ps(); NV];
+        for (v, w) in wv.iter_mut().enumerate() {
+            // SAFETY: t < crs, so each panel holds floats t·16 .. t·16 + 16; AVX-512F is
+            // enabled.
+            *w = unsafe { _mm512_loadu_ps(w0.add((v * crs + t) * L512)) };
+        }
+        wv
+    };
+    // The input of pixel p at tap offset `off`, broadcast.
+    let input = |off: usize, p: usize| {
+        // SAFETY: every call passes a tap offset (≤ reach) and p < TP, so x0 + off + p·STEP
+        // ≤ x0 + (TP − 1)·STEP + reach lies in xs; AVX-512F is enabled.
+        unsafe { _mm512_set1_ps(*x0.add(off + p * STEP)) }
+    };
+    // The accumulators start as the first tap's products (layers take this path only with
+    // C·R·S ≥ 64 taps, `preferred`). Built from values, not zeroed: a zeroed array that
+    // the epilogue indexes stayed on the stack, cleared by a call to memset in every tile.
+    let (&off0, rest) = c.tap_off.split_first().expect("a direct layer has taps");
+    let w_first = weights(0);
+    let mut acc: [[__m512; NV]; TP] = std::array::from_fn(|p| {
+        let xv = input(off0, p);
+        std::array::from_fn(|v| _mm512_mul_ps(xv, w_first[v]))
+    });
     let mut tap = |t: usize, off: usize| {
-        // SAFETY: t < crs, so each panel holds floats t·16 .. t·16 + 16; off ≤ reach, so
-        // x0 + off + p·STEP ≤ x0 + (TP − 1)·STEP + reach lies in xs; AVX-512F is enabled.
-        unsafe {
-            let wv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(panels[v].as_ptr().add(t * L512)));
-            let xt = x0.add(off);
-            for p in 0..TP {
-                let xv = _mm512_set1_ps(*xt.add(p * STEP));
-                for v in 0..NV {
-                    acc[p][v] = _mm512_fmadd_ps(xv, wv[v], acc[p][v]);
-                }
+        let wv = weights(t);
+        for p in 0..TP {
+            let xv = input(off, p);
+            for v in 0..NV {
+                acc[p][v] = _mm512_fmadd_ps(xv, wv[v], acc[p][v]);
             }
         }
     };
-    for (t, &off) in c.tap_off.iter().enumerate() {
-        tap(t, off);
+    for (t, &off) in rest.iter().enumerate() {
+        tap(t + 1, off);
     }
     let pixels = g.h.output * ow_n;
     let zero = _mm512_setzero_ps();
@@ -617,15 +637,12 @@ unsafe fn tile_avx512<const NV: usize, const TP: usize, const STEP: usize>(
             Some(b) => unsafe { _mm512_loadu_ps(b[kv..kv + L512].as_ptr()) },
             None => zero,
         };
-        let out: [__m512; TP] = std::array::from_fn(|p| {
+        let mut out = [zero; TP];
+        for p in 0..TP {
             let t = _mm512_add_ps(acc[p][v], bias);
             // maxps(0, t) returns t when t is NaN: NaN passes through ReLU.
-            if c.relu {
-                _mm512_max_ps(zero, t)
-            } else {
-                t
-            }
-        });
+            out[p] = if c.relu { _mm512_max_ps(zero, t) } else { t };
+        }
         for half in 0..2 {
             let pick = |z: __m512| {
                 if half == 0 {
@@ -634,9 +651,14 @@ unsafe fn tile_avx512<const NV: usize, const TP: usize, const STEP: usize>(
                     _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(z)))
                 }
             };
-            for p0 in (0..TP).step_by(L) {
-                let rows: [__m256; L] =
-                    std::array::from_fn(|i| if p0 + i < TP { pick(out[p0 + i]) } else { _mm256_setzero_ps() });
+            for grp in 0..TP.div_ceil(L) {
+                let p0 = grp * L;
+                let mut rows = [_mm256_setzero_ps(); L];
+                for (i, r) in rows.iter_mut().enumerate() {
+                    if p0 + i < TP {
+                        *r = pick(out[p0 + i]);
+                    }
+                }
                 let cols = crate::simd::x86::transpose8(rows);
                 let valid = (TP - p0).min(L);
                 for (j, col) in cols.iter().enumerate() {
