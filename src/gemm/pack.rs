@@ -176,6 +176,9 @@ pub(crate) fn transpose_rows<const MR: usize>(
 mod avx2 {
     use std::arch::x86_64::*;
 
+    /// How far ahead along each row [`transpose_pack`] prefetches, in floats.
+    const TRANSPOSE_AHEAD: usize = 128;
+
     /// `dst[p·MR + r] = rows[r][p]` for `p < kc`, `r < MR` (`MR` ∈ {6, 8, 16}).
     ///
     /// # Safety
@@ -188,6 +191,14 @@ mod avx2 {
             let n = (MR - g0).min(8);
             let mut p = 0;
             while p < whole {
+                if p % 16 == 0 {
+                    // The rows are far apart, often in L3 (a row-major operand's rows): ask
+                    // for each row's line TRANSPOSE_AHEAD floats on, one line per row per
+                    // two steps.
+                    for row in &rows[g0..g0 + n] {
+                        crate::simd::prefetch_read(row.as_ptr().wrapping_add(p + TRANSPOSE_AHEAD));
+                    }
+                }
                 // SAFETY: p + 8 ≤ kc floats of each row (asserted lengths); rows past MR in
                 // a group of 8 are zero vectors, never loaded.
                 let t = unsafe {
