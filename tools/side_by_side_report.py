@@ -6,7 +6,8 @@ Auto time on the same shape and thread count; the table gives convkit's and the 
 median ms over rounds, and the median (and range) of the per-round ratios (> 1: convkit
 faster). Backward: PyTorch's autograd backward over convkit's backward_data +
 backward_weight, per round, median. Thread scaling: convkit's 1-thread over 2-thread time,
-per round, median.
+per round, median. When the run measured `forward_packed` too, the forward comparison is
+repeated with it (the weights packed once beforehand, as a session of ONNX Runtime does).
 
 usage: tools/side_by_side_report.py OUT.jsonl [MORE.jsonl ...]
 """
@@ -115,6 +116,20 @@ def main(paths):
                     ratios.append(min(p.values()) / a)
             per_shape.append((shape, ratios))
         ratio_line(f"Fastest samples, {t} thread(s) (best peer's fastest / convkit's fastest, per round, median)",
+                   per_shape)
+    # With the weights packed beforehand (`forward_packed`, present when the run measured
+    # that pass): the same work as ONNX Runtime's session, which reorders its weights once
+    # when it is created, not in each run.
+    for t in (1, 2):
+        per_shape = []
+        for shape in SUITE:
+            ratios = []
+            for rnd in rounds:
+                a, p = convkit.get((shape, "forward_packed", t, rnd)), peers.get((shape, "conv_fwd", t, rnd))
+                if a is not None and p:
+                    ratios.append(min(p.values()) / a)
+            per_shape.append((shape, ratios))
+        ratio_line(f"Weights packed beforehand (forward_packed), {t} thread(s) (best peer / convkit, per round, median)",
                    per_shape)
     for t in (1, 2):
         per_shape = []
