@@ -474,6 +474,11 @@ fn tile_avx2<const NV: usize, const TP: usize, const BLOCKED: bool>(
 /// Channels per AVX-512 vector.
 #[cfg(target_arch = "x86_64")]
 const L512: usize = 16;
+/// Most pixels of a tile's last group of 8 that the AVX-512 tile stores float by float.
+/// One (TP = 9, the stride-2 ResNet layers' tiles): 1.5–2.6% of their forward; three
+/// (AlexNet's TP = 11) measured level or slower.
+#[cfg(target_arch = "x86_64")]
+const LONE: usize = 1;
 /// Most pixels per AVX-512 tile: with two channel vectors, 24 of the 32 zmm registers
 /// accumulate.
 #[cfg(target_arch = "x86_64")]
@@ -643,6 +648,20 @@ unsafe fn tile_avx512<const NV: usize, const TP: usize, const STEP: usize>(
             // maxps(0, t) returns t when t is NaN: NaN passes through ReLU.
             out[p] = if c.relu { _mm512_max_ps(zero, t) } else { t };
         }
+        // A last group of at most LONE pixels: their 16 channels stored one float at a time,
+        // not through two 8×8 transposes of a few live rows each.
+        let whole = if TP % L <= LONE { TP / L * L } else { TP };
+        for p in whole..TP {
+            let mut lanes = [0.0f32; L512];
+            // SAFETY: `lanes` holds 16 floats.
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), out[p]) };
+            let at = (n * g.k + kv) * pixels + oh * ow_n + ow0 + p;
+            for (j, &x) in lanes.iter().enumerate() {
+                // SAFETY: channel kv + j < K, pixel ow0 + p of row oh (p < TP): inside y,
+                // this tile's alone.
+                unsafe { *c.y.get().add(at + j * pixels) = x };
+            }
+        }
         for half in 0..2 {
             let pick = |z: __m512| {
                 if half == 0 {
@@ -651,16 +670,16 @@ unsafe fn tile_avx512<const NV: usize, const TP: usize, const STEP: usize>(
                     _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(z)))
                 }
             };
-            for grp in 0..TP.div_ceil(L) {
+            for grp in 0..whole.div_ceil(L) {
                 let p0 = grp * L;
                 let mut rows = [_mm256_setzero_ps(); L];
                 for (i, r) in rows.iter_mut().enumerate() {
-                    if p0 + i < TP {
+                    if p0 + i < whole {
                         *r = pick(out[p0 + i]);
                     }
                 }
                 let cols = crate::simd::x86::transpose8(rows);
-                let valid = (TP - p0).min(L);
+                let valid = (whole - p0).min(L);
                 for (j, col) in cols.iter().enumerate() {
                     let at = (n * g.k + kv + half * L + j) * pixels + oh * ow_n + ow0 + p0;
                     // SAFETY: channel kv + half·8 + j < K, pixels ow0 + p0 .. + valid of row
