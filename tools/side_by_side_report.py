@@ -106,31 +106,27 @@ def main(paths):
     # The same comparison on each measurement's fastest sample: slow spells of this shared
     # machine stretch samples but never shorten one, so this view separates a real gap
     # (every system at its best) from one a spell made.
-    for t in (1, 2):
+    def against_best_peer(ours, theirs, pass_, t):
+        """(shape, [best peer / convkit per round]) for every shape, from the given tables."""
         per_shape = []
         for shape in SUITE:
             ratios = []
             for rnd in rounds:
-                a, p = convkit_min.get((shape, "forward", t, rnd)), peers_min.get((shape, "conv_fwd", t, rnd))
+                a, p = ours.get((shape, pass_, t, rnd)), theirs.get((shape, "conv_fwd", t, rnd))
                 if a is not None and p:
                     ratios.append(min(p.values()) / a)
             per_shape.append((shape, ratios))
+        return per_shape
+
+    for t in (1, 2):
         ratio_line(f"Fastest samples, {t} thread(s) (best peer's fastest / convkit's fastest, per round, median)",
-                   per_shape)
+                   against_best_peer(convkit_min, peers_min, "forward", t))
     # With the weights packed beforehand (`forward_packed`, present when the run measured
     # that pass): the same work as ONNX Runtime's session, which reorders its weights once
     # when it is created, not in each run.
     for t in (1, 2):
-        per_shape = []
-        for shape in SUITE:
-            ratios = []
-            for rnd in rounds:
-                a, p = convkit.get((shape, "forward_packed", t, rnd)), peers.get((shape, "conv_fwd", t, rnd))
-                if a is not None and p:
-                    ratios.append(min(p.values()) / a)
-            per_shape.append((shape, ratios))
         ratio_line(f"Weights packed beforehand (forward_packed), {t} thread(s) (best peer / convkit, per round, median)",
-                   per_shape)
+                   against_best_peer(convkit, peers, "forward_packed", t))
     for t in (1, 2):
         per_shape = []
         for shape in SUITE:
