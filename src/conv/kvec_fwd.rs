@@ -262,7 +262,7 @@ impl Layout {
 fn row(level: SimdLevel, c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize) {
     #[cfg(target_arch = "x86_64")]
     if level == SimdLevel::Avx512 && c.g.w.output >= P512_MIN {
-        // SAFETY: the plan checked that this CPU supports AVX-512F.
+        // SAFETY: the plan checked that this CPU runs the AVX-512 level (AVX-512F and VL).
         let done = unsafe { row_avx512(c, xp, n, oh, 0..c.g.w.output) };
         // A last block of 8 channels goes through the AVX2 tiles.
         return row_from(level, c, xp, n, oh, done);
@@ -494,7 +494,7 @@ const P512_MIN: usize = 6;
 /// begin.
 ///
 /// # Safety
-/// The CPU must support AVX-512F; `ows` must lie in the row and hold at least
+/// The CPU must run the AVX-512 level (AVX-512F and VL); `ows` must lie in the row and hold at least
 /// [`P512_MIN`] pixels.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
@@ -508,7 +508,8 @@ unsafe fn row_avx512(c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize, ows: std::ops
         let mut k0 = 0;
         while k0 < k16 {
             let nv = if k0 + 2 * L512 <= k16 { 2 } else { 1 };
-            // SAFETY: AVX-512F is enabled here; ow0 + tp ≤ ow_n and k0 + nv·16 ≤ k16.
+            // SAFETY: the CPU runs the AVX-512 level (the caller's contract); ow0 + tp ≤ ow_n and
+            // k0 + nv·16 ≤ k16.
             unsafe { tile512(nv, tp, c.px_step)(c, xp, n, oh, ow0, k0) };
             k0 += nv * L512;
         }
@@ -572,10 +573,11 @@ fn tile512(nv: usize, tp: usize, step: usize) -> Tile512 {
 /// LeNet C3's forward 5.5%, so it is written out in both.)
 ///
 /// # Safety
-/// The CPU must support AVX-512F; `ow0 + TP ≤ OW`, `k0 + NV·16 ≤ K` with `k0` a multiple
-/// of 16 (the pixel step is checked here).
+/// The CPU must support the AVX-512 level (AVX-512F and VL, [`SimdLevel::Avx512`]);
+/// `ow0 + TP ≤ OW`, `k0 + NV·16 ≤ K` with `k0` a multiple of 16 (the pixel step is checked
+/// here).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
 #[allow(clippy::needless_range_loop)] // p and v index acc and the panels alike
 unsafe fn tile_avx512<const NV: usize, const TP: usize, const STEP: usize>(
     c: &Ctx<'_>,
@@ -685,7 +687,15 @@ unsafe fn tile_avx512<const NV: usize, const TP: usize, const STEP: usize>(
                     // SAFETY: channel kv + half·8 + j < K, pixels ow0 + p0 .. + valid of row
                     // oh lie in the row (ow0 + TP ≤ OW): inside y. Each output belongs to one
                     // tile, computed by one task.
-                    unsafe { crate::simd::x86::store_prefix(c.y.get().add(at), *col, valid) };
+                    // A part group (valid < 8) in one masked store, not the two or three of
+                    // `store_prefix` (AlexNet's 11-pixel tiles and LeNet C3's 10: 2–3%).
+                    unsafe {
+                        if valid == L {
+                            _mm256_storeu_ps(c.y.get().add(at), *col)
+                        } else {
+                            _mm256_mask_storeu_ps(c.y.get().add(at), ((1u32 << valid) - 1) as u8, *col)
+                        }
+                    };
                 }
             }
         }

@@ -85,7 +85,8 @@ pub enum SimdLevel {
     Portable,
     /// x86-64 AVX2 + FMA, 256-bit.
     Avx2,
-    /// x86-64 AVX-512F, 512-bit.
+    /// x86-64 AVX-512F with AVX-512VL (masked 256-bit stores), 512-bit; every such CPU also
+    /// has AVX2 and FMA, which its kernels use too.
     Avx512,
 }
 
@@ -141,9 +142,10 @@ pub fn detected() -> SimdLevel {
 
 #[cfg(target_arch = "x86_64")]
 fn detect() -> SimdLevel {
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    if avx2 && std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
         SimdLevel::Avx512
-    } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    } else if avx2 {
         SimdLevel::Avx2
     } else {
         SimdLevel::Portable
