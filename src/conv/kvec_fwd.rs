@@ -474,11 +474,6 @@ fn tile_avx2<const NV: usize, const TP: usize, const BLOCKED: bool>(
 /// Channels per AVX-512 vector.
 #[cfg(target_arch = "x86_64")]
 const L512: usize = 16;
-/// Most pixels of a tile's last group of 8 that the AVX-512 tile stores float by float.
-/// One (TP = 9, the stride-2 ResNet layers' tiles): 1.5–2.6% of their forward; three
-/// (AlexNet's TP = 11) measured level or slower.
-#[cfg(target_arch = "x86_64")]
-const LONE: usize = 1;
 /// Most pixels per AVX-512 tile: with two channel vectors, 24 of the 32 zmm registers
 /// accumulate.
 #[cfg(target_arch = "x86_64")]
@@ -567,10 +562,12 @@ fn tile512(nv: usize, tp: usize, step: usize) -> Tile512 {
 /// `k0`, `k0 + 16`), accumulated in zmm registers. Pixel `p` of a tile reads at a constant
 /// displacement `p·STEP` from pixel 0 (`STEP` = the layout's pixel step: 1, the stride of an
 /// unsplit row, or [`IL`]), so every broadcast addresses one base register plus an
-/// immediate. The store splits each channel vector into halves and reuses the AVX2
-/// 8×8 transpose: per half and per group of 8 pixels, one vector per channel. (The store
-/// has the same shape as [`tile_avx2`]'s; sharing it as one `#[inline]` function cost
-/// LeNet C3's forward 5.5%, so it is written out in both.)
+/// immediate. Tiles of at least [`WIDE_STORE`] pixels store through one 16×16 transpose
+/// per channel vector ([`transpose16`]) and a masked store of the pixels per channel;
+/// narrower ones split each channel vector into halves and reuse the AVX2 8×8 transpose:
+/// per half and per group of 8 pixels, one vector per channel. (That store has the same
+/// shape as [`tile_avx2`]'s; sharing it as one `#[inline]` function cost LeNet C3's
+/// forward 5.5%, so it is written out in both.)
 ///
 /// # Safety
 /// The CPU must support the AVX-512 level (AVX-512F and VL, [`SimdLevel::Avx512`]);
@@ -650,19 +647,18 @@ unsafe fn tile_avx512<const NV: usize, const TP: usize, const STEP: usize>(
             // maxps(0, t) returns t when t is NaN: NaN passes through ReLU.
             out[p] = if c.relu { _mm512_max_ps(zero, t) } else { t };
         }
-        // A last group of at most LONE pixels: their 16 channels stored one float at a time,
-        // not through two 8×8 transposes of a few live rows each.
-        let whole = if TP % L <= LONE { TP / L * L } else { TP };
-        for p in whole..TP {
-            let mut lanes = [0.0f32; L512];
-            // SAFETY: `lanes` holds 16 floats.
-            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), out[p]) };
-            let at = (n * g.k + kv) * pixels + oh * ow_n + ow0 + p;
-            for (j, &x) in lanes.iter().enumerate() {
-                // SAFETY: channel kv + j < K, pixel ow0 + p of row oh (p < TP): inside y,
-                // this tile's alone.
-                unsafe { *c.y.get().add(at + j * pixels) = x };
+        if TP >= WIDE_STORE {
+            // Wide tiles: one 16×16 transpose (pixels × channels to channels × pixels) and
+            // one masked store of the TP pixels per channel.
+            let cols = transpose16(&out);
+            let at = (n * g.k + kv) * pixels + oh * ow_n + ow0;
+            let mask = ((1u32 << TP) - 1) as u16;
+            for (j, col) in cols.iter().enumerate() {
+                // SAFETY: channel kv + j < K, pixels ow0 .. ow0 + TP of row oh (ow0 + TP ≤
+                // OW): inside y, and this tile's alone; the masked lanes are not written.
+                unsafe { _mm512_mask_storeu_ps(c.y.get().add(at + j * pixels), mask, *col) };
             }
+            continue;
         }
         for half in 0..2 {
             let pick = |z: __m512| {
@@ -672,16 +668,16 @@ unsafe fn tile_avx512<const NV: usize, const TP: usize, const STEP: usize>(
                     _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(z)))
                 }
             };
-            for grp in 0..whole.div_ceil(L) {
+            for grp in 0..TP.div_ceil(L) {
                 let p0 = grp * L;
                 let mut rows = [_mm256_setzero_ps(); L];
                 for (i, r) in rows.iter_mut().enumerate() {
-                    if p0 + i < whole {
+                    if p0 + i < TP {
                         *r = pick(out[p0 + i]);
                     }
                 }
                 let cols = crate::simd::x86::transpose8(rows);
-                let valid = (whole - p0).min(L);
+                let valid = (TP - p0).min(L);
                 for (j, col) in cols.iter().enumerate() {
                     let at = (n * g.k + kv + half * L + j) * pixels + oh * ow_n + ow0 + p0;
                     // SAFETY: channel kv + half·8 + j < K, pixels ow0 + p0 .. + valid of row
@@ -700,4 +696,48 @@ unsafe fn tile_avx512<const NV: usize, const TP: usize, const STEP: usize>(
             }
         }
     }
+}
+
+/// Fewest pixels for which the AVX-512 tile stores through one 16×16 transpose and one
+/// masked store per channel (fewer: an 8×8 transpose per half). Against the 8×8 path, on
+/// AlexNet's 11-pixel tiles 1.022–1.031× on its forward, on the stride-2 ResNet layers' 9
+/// 1.008–1.018× (over storing their ninth pixel lane by lane); LeNet C3's 10 level.
+#[cfg(target_arch = "x86_64")]
+const WIDE_STORE: usize = 9;
+
+/// `cols[c][p] = rows[p][c]` for the `P ≤ 16` rows given (the missing rows read as zeros):
+/// 16 vectors of 16 channels to 16 vectors of 16 pixels, in four shuffle stages.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn transpose16<const P: usize>(rows: &[std::arch::x86_64::__m512; P]) -> [std::arch::x86_64::__m512; 16] {
+    use std::arch::x86_64::*;
+    let r = |i: usize| if i < P { rows[i] } else { _mm512_setzero_ps() };
+    // Stage 1: pairs of rows interleaved by float, within each 128-bit lane.
+    let a: [__m512; 16] = std::array::from_fn(|i| {
+        let (x, y) = (r(i / 2 * 2), r(i / 2 * 2 + 1));
+        if i % 2 == 0 {
+            _mm512_unpacklo_ps(x, y)
+        } else {
+            _mm512_unpackhi_ps(x, y)
+        }
+    });
+    // Stage 2: by pairs of floats. b[4g + j], lane l: column 4l + j of rows 4g .. 4g + 4.
+    let b: [__m512; 16] = std::array::from_fn(|i| {
+        let (g, j) = (i / 4, i % 4);
+        let (x, y) = (_mm512_castps_pd(a[4 * g + j / 2]), _mm512_castps_pd(a[4 * g + 2 + j / 2]));
+        _mm512_castpd_ps(if j % 2 == 0 { _mm512_unpacklo_pd(x, y) } else { _mm512_unpackhi_pd(x, y) })
+    });
+    // Stages 3 and 4: the four row groups' 128-bit lanes of each column gathered.
+    let mut cols = [_mm512_setzero_ps(); 16];
+    for j in 0..4 {
+        let c0 = _mm512_shuffle_f32x4::<0b10_00_10_00>(b[j], b[4 + j]);
+        let c1 = _mm512_shuffle_f32x4::<0b11_01_11_01>(b[j], b[4 + j]);
+        let d0 = _mm512_shuffle_f32x4::<0b10_00_10_00>(b[8 + j], b[12 + j]);
+        let d1 = _mm512_shuffle_f32x4::<0b11_01_11_01>(b[8 + j], b[12 + j]);
+        cols[j] = _mm512_shuffle_f32x4::<0b10_00_10_00>(c0, d0);
+        cols[8 + j] = _mm512_shuffle_f32x4::<0b11_01_11_01>(c0, d0);
+        cols[4 + j] = _mm512_shuffle_f32x4::<0b10_00_10_00>(c1, d1);
+        cols[12 + j] = _mm512_shuffle_f32x4::<0b11_01_11_01>(c1, d1);
+    }
+    cols
 }
