@@ -262,7 +262,7 @@ impl Layout {
 fn row(level: SimdLevel, c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize) {
     #[cfg(target_arch = "x86_64")]
     if level == SimdLevel::Avx512 && c.g.w.output >= P512_MIN {
-        // SAFETY: the plan checked that this CPU runs the AVX-512 level (AVX-512F and VL).
+        // SAFETY: the plan checked that this CPU supports AVX-512F.
         let done = unsafe { row_avx512(c, xp, n, oh, 0..c.g.w.output) };
         // A last block of 8 channels goes through the AVX2 tiles.
         return row_from(level, c, xp, n, oh, done);
@@ -489,7 +489,7 @@ const P512_MIN: usize = 6;
 /// begin.
 ///
 /// # Safety
-/// The CPU must run the AVX-512 level (AVX-512F and VL); `ows` must lie in the row and hold at least
+/// The CPU must support AVX-512F; `ows` must lie in the row and hold at least
 /// [`P512_MIN`] pixels.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
@@ -503,8 +503,7 @@ unsafe fn row_avx512(c: &Ctx<'_>, xp: &[f32], n: usize, oh: usize, ows: std::ops
         let mut k0 = 0;
         while k0 < k16 {
             let nv = if k0 + 2 * L512 <= k16 { 2 } else { 1 };
-            // SAFETY: the CPU runs the AVX-512 level (the caller's contract); ow0 + tp ≤ ow_n and
-            // k0 + nv·16 ≤ k16.
+            // SAFETY: AVX-512F is enabled here; ow0 + tp ≤ ow_n and k0 + nv·16 ≤ k16.
             unsafe { tile512(nv, tp, c.px_step)(c, xp, n, oh, ow0, k0) };
             k0 += nv * L512;
         }
@@ -562,19 +561,14 @@ fn tile512(nv: usize, tp: usize, step: usize) -> Tile512 {
 /// `k0`, `k0 + 16`), accumulated in zmm registers. Pixel `p` of a tile reads at a constant
 /// displacement `p·STEP` from pixel 0 (`STEP` = the layout's pixel step: 1, the stride of an
 /// unsplit row, or [`IL`]), so every broadcast addresses one base register plus an
-/// immediate. Tiles of at least [`WIDE_STORE`] pixels store through one 16×16 transpose
-/// per channel vector ([`transpose16`]) and a masked store of the pixels per channel;
-/// narrower ones split each channel vector into halves and reuse the AVX2 8×8 transpose:
-/// per half and per group of 8 pixels, one vector per channel. (That store has the same
-/// shape as [`tile_avx2`]'s; sharing it as one `#[inline]` function cost LeNet C3's
-/// forward 5.5%, so it is written out in both.)
+/// immediate. Each channel vector is stored through one 16×16 transpose ([`transpose16`])
+/// and a masked store of the tile's pixels per channel.
 ///
 /// # Safety
-/// The CPU must support the AVX-512 level (AVX-512F and VL, [`SimdLevel::Avx512`]);
-/// `ow0 + TP ≤ OW`, `k0 + NV·16 ≤ K` with `k0` a multiple of 16 (the pixel step is checked
-/// here).
+/// The CPU must support AVX-512F; `ow0 + TP ≤ OW`, `k0 + NV·16 ≤ K` with `k0` a multiple
+/// of 16 (the pixel step is checked here).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f")]
 #[allow(clippy::needless_range_loop)] // p and v index acc and the panels alike
 unsafe fn tile_avx512<const NV: usize, const TP: usize, const STEP: usize>(
     c: &Ctx<'_>,
@@ -647,63 +641,21 @@ unsafe fn tile_avx512<const NV: usize, const TP: usize, const STEP: usize>(
             // maxps(0, t) returns t when t is NaN: NaN passes through ReLU.
             out[p] = if c.relu { _mm512_max_ps(zero, t) } else { t };
         }
-        if TP >= WIDE_STORE {
-            // Wide tiles: one 16×16 transpose (pixels × channels to channels × pixels) and
-            // one masked store of the TP pixels per channel.
-            let cols = transpose16(&out);
-            let at = (n * g.k + kv) * pixels + oh * ow_n + ow0;
-            let mask = ((1u32 << TP) - 1) as u16;
-            for (j, col) in cols.iter().enumerate() {
-                // SAFETY: channel kv + j < K, pixels ow0 .. ow0 + TP of row oh (ow0 + TP ≤
-                // OW): inside y, and this tile's alone; the masked lanes are not written.
-                unsafe { _mm512_mask_storeu_ps(c.y.get().add(at + j * pixels), mask, *col) };
-            }
-            continue;
-        }
-        for half in 0..2 {
-            let pick = |z: __m512| {
-                if half == 0 {
-                    _mm512_castps512_ps256(z)
-                } else {
-                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(z)))
-                }
-            };
-            for grp in 0..TP.div_ceil(L) {
-                let p0 = grp * L;
-                let mut rows = [_mm256_setzero_ps(); L];
-                for (i, r) in rows.iter_mut().enumerate() {
-                    if p0 + i < TP {
-                        *r = pick(out[p0 + i]);
-                    }
-                }
-                let cols = crate::simd::x86::transpose8(rows);
-                let valid = (TP - p0).min(L);
-                for (j, col) in cols.iter().enumerate() {
-                    let at = (n * g.k + kv + half * L + j) * pixels + oh * ow_n + ow0 + p0;
-                    // SAFETY: channel kv + half·8 + j < K, pixels ow0 + p0 .. + valid of row
-                    // oh lie in the row (ow0 + TP ≤ OW): inside y. Each output belongs to one
-                    // tile, computed by one task.
-                    // A part group (valid < 8) in one masked store, not the two or three of
-                    // `store_prefix` (AlexNet's 11-pixel tiles and LeNet C3's 10: 2–3%).
-                    unsafe {
-                        if valid == L {
-                            _mm256_storeu_ps(c.y.get().add(at), *col)
-                        } else {
-                            _mm256_mask_storeu_ps(c.y.get().add(at), ((1u32 << valid) - 1) as u8, *col)
-                        }
-                    };
-                }
-            }
+        // One 16×16 transpose (pixels × channels to channels × pixels) and one masked
+        // store of the TP pixels per channel. (Against each half's 8×8 transposes with a
+        // store per group of 8 pixels: AlexNet's 11-pixel tiles 1.022–1.031× on its
+        // forward, the stride-2 ResNet layers' 9 1.008–1.018×, 6–8-pixel tiles level.)
+        let cols = transpose16(&out);
+        let at = (n * g.k + kv) * pixels + oh * ow_n + ow0;
+        let mask = ((1u32 << TP) - 1) as u16;
+        for (j, col) in cols.iter().enumerate() {
+            // SAFETY: channel kv + j < K, pixels ow0 .. ow0 + TP of row oh (ow0 + TP ≤ OW):
+            // inside y, and this tile's alone (each output belongs to one tile, computed by
+            // one task); the masked lanes are not written.
+            unsafe { _mm512_mask_storeu_ps(c.y.get().add(at + j * pixels), mask, *col) };
         }
     }
 }
-
-/// Fewest pixels for which the AVX-512 tile stores through one 16×16 transpose and one
-/// masked store per channel (fewer: an 8×8 transpose per half). Against the 8×8 path, on
-/// AlexNet's 11-pixel tiles 1.022–1.031× on its forward, on the stride-2 ResNet layers' 9
-/// 1.008–1.018× (over storing their ninth pixel lane by lane); LeNet C3's 10 level.
-#[cfg(target_arch = "x86_64")]
-const WIDE_STORE: usize = 9;
 
 /// `cols[c][p] = rows[p][c]` for the `P ≤ 16` rows given (the missing rows read as zeros):
 /// 16 vectors of 16 channels to 16 vectors of 16 pixels, in four shuffle stages.

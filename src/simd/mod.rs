@@ -85,8 +85,8 @@ pub enum SimdLevel {
     Portable,
     /// x86-64 AVX2 + FMA, 256-bit.
     Avx2,
-    /// x86-64 AVX-512F with AVX-512VL (masked 256-bit stores), 512-bit; every such CPU also
-    /// has AVX2 and FMA, which its kernels use too.
+    /// x86-64 AVX-512F, 512-bit; its kernels also use AVX2 and FMA, which every such CPU
+    /// has.
     Avx512,
 }
 
@@ -143,7 +143,7 @@ pub fn detected() -> SimdLevel {
 #[cfg(target_arch = "x86_64")]
 fn detect() -> SimdLevel {
     let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-    if avx2 && std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
+    if avx2 && std::arch::is_x86_feature_detected!("avx512f") {
         SimdLevel::Avx512
     } else if avx2 {
         SimdLevel::Avx2

@@ -167,7 +167,7 @@ pub(super) fn forward(
                     // `buf`, and they are this part's alone.
                     let mine = unsafe { std::slice::from_raw_parts_mut(own.get().add(part * per_part), per_part) };
                     let band = oh_n * part / parts..oh_n * (part + 1) / parts;
-                    // SAFETY: the plan checked that this CPU runs the AVX-512 level (AVX-512F and VL).
+                    // SAFETY: the plan checked that this CPU supports AVX-512F.
                     unsafe { rows(level, b, &reads, image(n), mine, n, band) };
                 });
             })
@@ -199,7 +199,7 @@ struct Reads<'a> {
 /// the frame columns' outputs, and the two strips (each band fills the rows it reads).
 ///
 /// # Safety
-/// The CPU must run the AVX-512 level (AVX-512F and VL).
+/// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn rows(
@@ -224,7 +224,7 @@ unsafe fn rows(
     let m = inside.len();
     for oh in band.clone() {
         if inside.contains(&oh) {
-            // SAFETY: the CPU runs the AVX-512 level (this function's contract); `cols` holds at least P512_MIN pixels
+            // SAFETY: AVX-512F is enabled here; `cols` holds at least P512_MIN pixels
             // (`Bordered::new`), and each of their taps lies inside the image.
             unsafe { row_avx512(c, x, n, oh, b.cols.clone()) };
         } else {
@@ -268,7 +268,7 @@ unsafe fn rows(
         };
         let xs = &xs[first..];
         for j in 0..cols {
-            // SAFETY: the CPU runs the AVX-512 level (this function's contract); the column holds at least P512_MIN pixels,
+            // SAFETY: AVX-512F is enabled here; the column holds at least P512_MIN pixels,
             // and each of their taps lies inside the strip.
             unsafe { row_avx512(&cc, xs, 0, j, 0..m) };
         }
