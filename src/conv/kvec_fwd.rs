@@ -561,7 +561,7 @@ fn tile512(nv: usize, tp: usize, step: usize) -> Tile512 {
 /// `k0`, `k0 + 16`), accumulated in zmm registers. Pixel `p` of a tile reads at a constant
 /// displacement `p·STEP` from pixel 0 (`STEP` = the layout's pixel step: 1, the stride of an
 /// unsplit row, or [`IL`]), so every broadcast addresses one base register plus an
-/// immediate. Each channel vector is stored through one 16×16 transpose ([`transpose16`])
+/// immediate. Each channel vector is stored through one 16×16 transpose
 /// and a masked store of the tile's pixels per channel.
 ///
 /// # Safety
@@ -645,7 +645,7 @@ unsafe fn tile_avx512<const NV: usize, const TP: usize, const STEP: usize>(
         // store of the TP pixels per channel. (Against each half's 8×8 transposes with a
         // store per group of 8 pixels: AlexNet's 11-pixel tiles 1.022–1.031× on its
         // forward, the stride-2 ResNet layers' 9 1.008–1.018×, 6–8-pixel tiles level.)
-        let cols = transpose16(&out);
+        let cols = crate::simd::x86::transpose16(&out);
         let at = (n * g.k + kv) * pixels + oh * ow_n + ow0;
         let mask = ((1u32 << TP) - 1) as u16;
         for (j, col) in cols.iter().enumerate() {
@@ -655,41 +655,4 @@ unsafe fn tile_avx512<const NV: usize, const TP: usize, const STEP: usize>(
             unsafe { _mm512_mask_storeu_ps(c.y.get().add(at + j * pixels), mask, *col) };
         }
     }
-}
-
-/// `cols[c][p] = rows[p][c]` for the `P ≤ 16` rows given (the missing rows read as zeros):
-/// 16 vectors of 16 channels to 16 vectors of 16 pixels, in four shuffle stages.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn transpose16<const P: usize>(rows: &[std::arch::x86_64::__m512; P]) -> [std::arch::x86_64::__m512; 16] {
-    use std::arch::x86_64::*;
-    let r = |i: usize| if i < P { rows[i] } else { _mm512_setzero_ps() };
-    // Stage 1: pairs of rows interleaved by float, within each 128-bit lane.
-    let a: [__m512; 16] = std::array::from_fn(|i| {
-        let (x, y) = (r(i / 2 * 2), r(i / 2 * 2 + 1));
-        if i % 2 == 0 {
-            _mm512_unpacklo_ps(x, y)
-        } else {
-            _mm512_unpackhi_ps(x, y)
-        }
-    });
-    // Stage 2: by pairs of floats. b[4g + j], lane l: column 4l + j of rows 4g .. 4g + 4.
-    let b: [__m512; 16] = std::array::from_fn(|i| {
-        let (g, j) = (i / 4, i % 4);
-        let (x, y) = (_mm512_castps_pd(a[4 * g + j / 2]), _mm512_castps_pd(a[4 * g + 2 + j / 2]));
-        _mm512_castpd_ps(if j % 2 == 0 { _mm512_unpacklo_pd(x, y) } else { _mm512_unpackhi_pd(x, y) })
-    });
-    // Stages 3 and 4: the four row groups' 128-bit lanes of each column gathered.
-    let mut cols = [_mm512_setzero_ps(); 16];
-    for j in 0..4 {
-        let c0 = _mm512_shuffle_f32x4::<0b10_00_10_00>(b[j], b[4 + j]);
-        let c1 = _mm512_shuffle_f32x4::<0b11_01_11_01>(b[j], b[4 + j]);
-        let d0 = _mm512_shuffle_f32x4::<0b10_00_10_00>(b[8 + j], b[12 + j]);
-        let d1 = _mm512_shuffle_f32x4::<0b11_01_11_01>(b[8 + j], b[12 + j]);
-        cols[j] = _mm512_shuffle_f32x4::<0b10_00_10_00>(c0, d0);
-        cols[8 + j] = _mm512_shuffle_f32x4::<0b11_01_11_01>(c0, d0);
-        cols[4 + j] = _mm512_shuffle_f32x4::<0b10_00_10_00>(c1, d1);
-        cols[12 + j] = _mm512_shuffle_f32x4::<0b11_01_11_01>(c1, d1);
-    }
-    cols
 }

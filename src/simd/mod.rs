@@ -46,6 +46,42 @@ pub(crate) mod x86 {
         ]
     }
 
+    /// `cols[c][p] = rows[p][c]` for the `P ≤ 16` rows given (the missing rows read as zeros):
+    /// 16 vectors of 16 channels to 16 vectors of 16 pixels, in four shuffle stages.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn transpose16<const P: usize>(rows: &[__m512; P]) -> [__m512; 16] {
+        let r = |i: usize| if i < P { rows[i] } else { _mm512_setzero_ps() };
+        // Stage 1: pairs of rows interleaved by float, within each 128-bit lane.
+        let a: [__m512; 16] = std::array::from_fn(|i| {
+            let (x, y) = (r(i / 2 * 2), r(i / 2 * 2 + 1));
+            if i % 2 == 0 {
+                _mm512_unpacklo_ps(x, y)
+            } else {
+                _mm512_unpackhi_ps(x, y)
+            }
+        });
+        // Stage 2: by pairs of floats. b[4g + j], lane l: column 4l + j of rows 4g .. 4g + 4.
+        let b: [__m512; 16] = std::array::from_fn(|i| {
+            let (g, j) = (i / 4, i % 4);
+            let (x, y) = (_mm512_castps_pd(a[4 * g + j / 2]), _mm512_castps_pd(a[4 * g + 2 + j / 2]));
+            _mm512_castpd_ps(if j % 2 == 0 { _mm512_unpacklo_pd(x, y) } else { _mm512_unpackhi_pd(x, y) })
+        });
+        // Stages 3 and 4: the four row groups' 128-bit lanes of each column gathered.
+        let mut cols = [_mm512_setzero_ps(); 16];
+        for j in 0..4 {
+            let c0 = _mm512_shuffle_f32x4::<0b10_00_10_00>(b[j], b[4 + j]);
+            let c1 = _mm512_shuffle_f32x4::<0b11_01_11_01>(b[j], b[4 + j]);
+            let d0 = _mm512_shuffle_f32x4::<0b10_00_10_00>(b[8 + j], b[12 + j]);
+            let d1 = _mm512_shuffle_f32x4::<0b11_01_11_01>(b[8 + j], b[12 + j]);
+            cols[j] = _mm512_shuffle_f32x4::<0b10_00_10_00>(c0, d0);
+            cols[8 + j] = _mm512_shuffle_f32x4::<0b11_01_11_01>(c0, d0);
+            cols[4 + j] = _mm512_shuffle_f32x4::<0b10_00_10_00>(c1, d1);
+            cols[12 + j] = _mm512_shuffle_f32x4::<0b11_01_11_01>(c1, d1);
+        }
+        cols
+    }
+
     /// Stores lanes `0..n` of `v` (`n ≤ 8`) at `p` with plain 4-, 2- and 1-lane stores.
     /// (`vmaskmovps` does the same in one instruction, but AMD cores run a masked store
     /// as a slow microcode sequence: 16 of them per tile were ~17% of LeNet C3's direct
@@ -193,6 +229,31 @@ mod tests {
         assert_eq!(SimdLevel::from_name("sse9"), None);
         assert!(active().is_supported());
         assert!(SimdLevel::Portable.is_supported());
+    }
+
+    /// `transpose16` gives `cols[c][p] = rows[p][c]`, and zeros for the rows not given.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn transpose16_transposes_and_zero_fills() {
+        use std::arch::x86_64::*;
+        if !SimdLevel::Avx512.is_supported() {
+            return;
+        }
+        let rows: [[f32; 16]; 11] = std::array::from_fn(|p| std::array::from_fn(|c| (100 * p + c) as f32));
+        // SAFETY: AVX-512F is available (checked above); each row holds 16 floats.
+        let cols = unsafe {
+            let v: [__m512; 11] = std::array::from_fn(|p| _mm512_loadu_ps(rows[p].as_ptr()));
+            x86::transpose16(&v)
+        };
+        for (c, col) in cols.iter().enumerate() {
+            let mut out = [f32::NAN; 16];
+            // SAFETY: as above; `out` holds 16 floats.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), *col) };
+            for (p, &v) in out.iter().enumerate() {
+                let want = if p < 11 { (100 * p + c) as f32 } else { 0.0 };
+                assert_eq!(v, want, "column {c}, row {p}");
+            }
+        }
     }
 
     /// `store_prefix` writes lanes `0..n` in order and nothing past them.
